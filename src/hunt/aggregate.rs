@@ -1,0 +1,321 @@
+//! Exact distinct-device aggregation over canonical batches.
+//!
+//! Kusto's `dcount` is a HyperLogLog estimate above 1,000 values; here every group keeps the
+//! set of its DeviceIds, so `Connections` is exact at any size. Only rows that matched a host
+//! reach a set, which keeps memory proportional to telemetry rows, not to the input.
+
+use std::collections::BTreeMap;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, TimestampMicrosecondType};
+use arrow_array::{Array, RecordBatch, StringArray};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::config::Settings;
+use crate::hunt::rules::{expected_by, first_exclusion, ProcessFields};
+use crate::schema::col;
+use crate::time::Day;
+
+fn get(a: &StringArray, row: usize) -> Option<&str> {
+    a.is_valid(row).then(|| a.value(row))
+}
+
+/// The input columns the hunt reads under these settings; sources decode nothing else (the
+/// other canonical columns arrive as nulls).
+pub fn needed_columns(settings: &Settings) -> Vec<&'static str> {
+    use crate::schema as s;
+    let mut columns = vec![
+        s::DEVICE_ID,
+        s::ACTION_TYPE,
+        s::REMOTE_URL,
+        s::REMOTE_PORT,
+        s::PROCESS_FILE_NAME,
+        s::PROCESS_FOLDER_PATH,
+        s::PROCESS_COMPANY,
+    ];
+    let rules = &settings.exclusions;
+    if rules.iter().any(|r| !r.command_line_contains.is_empty()) {
+        columns.push(s::PROCESS_COMMAND_LINE);
+    }
+    if rules.iter().any(|r| !r.parent_file_names.is_empty()) {
+        columns.push(s::PROCESS_PARENT);
+    }
+    if rules.iter().any(|r| !r.remote_cidrs.is_empty()) {
+        columns.push(s::REMOTE_IP);
+    }
+    if !settings.scope.is_everything() {
+        columns.extend([s::DEVICE_NAME, s::MACHINE_GROUP]);
+    }
+    columns
+}
+
+/// DeviceIds interned per partial: a group holds small ids, so a device seen in many groups
+/// is stored once, and sets are cheap to build, merge and drop.
+#[derive(Debug, Default, Clone)]
+pub struct Devices {
+    ids: FxHashMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+}
+
+impl Devices {
+    pub fn intern(&mut self, device: &str) -> u32 {
+        if let Some(&id) = self.ids.get(device) {
+            return id;
+        }
+        let id = u32::try_from(self.names.len()).expect("fewer than 4 billion devices");
+        self.names.push(device.into());
+        self.ids.insert(device.into(), id);
+        id
+    }
+
+    pub fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// Distinct devices and events of one group.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct GroupAgg {
+    pub devices: FxHashSet<u32>,
+    pub events: u64,
+}
+
+impl GroupAgg {
+    fn add(&mut self, device: u32) {
+        self.events += 1;
+        self.devices.insert(device);
+    }
+
+    /// Moves the other partial's device ids into this partial's numbering.
+    fn renumber(&mut self, map: &[u32]) {
+        self.devices = self.devices.iter().map(|&d| map[d as usize]).collect();
+    }
+
+    fn merge(&mut self, mut other: GroupAgg) {
+        self.events += other.events;
+        if other.devices.len() > self.devices.len() {
+            std::mem::swap(&mut self.devices, &mut other.devices);
+        }
+        self.devices.extend(other.devices);
+    }
+}
+
+/// One (day, host, ActionType) group of the hosts table.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct HostAgg {
+    pub group: GroupAgg,
+    pub ports: FxHashSet<i32>,
+    /// Events whose RemoteUrl spelling hid a reference host from the reference query.
+    pub evasion_events: u64,
+}
+
+/// Key of the processes table: day, host, lowercase file name, lowercase folder path, company,
+/// and the exclusion rule (index into the settings) that tagged the rows.
+pub type ProcessKey = (Day, Box<str>, Box<str>, Box<str>, Box<str>, Option<usize>);
+
+/// Row counts the run record reports.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HuntCounts {
+    /// Rows the hunt looked at (those the sources did not already rule out by RemoteUrl).
+    pub rows_hunted: u64,
+    pub rows_out_of_scope: u64,
+    pub rows_reference_kql: u64,
+    pub rows_reference_normalized: u64,
+    /// Reference host under `normalized`, missed by the reference query's spelling rules.
+    pub rows_evading: u64,
+    /// Rows to any listed host (reference or extra).
+    pub rows_telemetry: u64,
+    /// Telemetry rows per exclusion rule index.
+    pub excluded_by_rule: BTreeMap<usize, u64>,
+    pub rows_without_device: u64,
+}
+
+/// A partial aggregate: built per batch, merged by `reduce`.
+#[derive(Debug, Default, Clone)]
+pub struct Partial {
+    pub daily_kql: FxHashMap<(Day, Box<str>), GroupAgg>,
+    pub daily_normalized: FxHashMap<(Day, Box<str>), GroupAgg>,
+    pub hosts: FxHashMap<(Day, Box<str>, Box<str>), HostAgg>,
+    /// Devices with a `ConnectionFailed` per (day, host).
+    pub failed: FxHashMap<(Day, Box<str>), FxHashSet<u32>>,
+    /// The DeviceIds the groups refer to.
+    pub devices: Devices,
+    pub processes: FxHashMap<ProcessKey, GroupAgg>,
+    pub counts: HuntCounts,
+}
+
+fn merge_maps<K: std::hash::Hash + Eq, V>(
+    into: &mut FxHashMap<K, V>,
+    from: FxHashMap<K, V>,
+    merge: impl Fn(&mut V, V),
+) {
+    for (k, v) in from {
+        match into.entry(k) {
+            std::collections::hash_map::Entry::Occupied(mut e) => merge(e.get_mut(), v),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(v);
+            }
+        }
+    }
+}
+
+fn entry<'m, K: std::hash::Hash + Eq, V: Default>(
+    map: &'m mut FxHashMap<K, V>,
+    probe: impl FnOnce() -> K,
+) -> &'m mut V {
+    map.entry(probe()).or_default()
+}
+
+impl Partial {
+    /// Merges another partial into this one. Associative and commutative, so rayon may reduce
+    /// in any order and the tables come out the same.
+    pub fn merge(mut self, mut other: Partial) -> Partial {
+        if other.devices.len() > self.devices.len() {
+            std::mem::swap(&mut self, &mut other);
+        }
+        if !other.devices.is_empty() {
+            let map: Vec<u32> = other.devices.names.iter().map(|name| self.devices.intern(name)).collect();
+            for agg in other
+                .daily_kql
+                .values_mut()
+                .chain(other.daily_normalized.values_mut())
+                .chain(other.processes.values_mut())
+            {
+                agg.renumber(&map);
+            }
+            for agg in other.hosts.values_mut() {
+                agg.group.renumber(&map);
+            }
+            for set in other.failed.values_mut() {
+                *set = set.iter().map(|&d| map[d as usize]).collect();
+            }
+        }
+        merge_maps(&mut self.daily_kql, other.daily_kql, GroupAgg::merge);
+        merge_maps(&mut self.daily_normalized, other.daily_normalized, GroupAgg::merge);
+        merge_maps(&mut self.hosts, other.hosts, |a, b| {
+            a.group.merge(b.group);
+            a.ports.extend(b.ports);
+            a.evasion_events += b.evasion_events;
+        });
+        merge_maps(&mut self.failed, other.failed, |a, b| a.extend(b));
+        merge_maps(&mut self.processes, other.processes, GroupAgg::merge);
+        let (c, o) = (&mut self.counts, other.counts);
+        c.rows_hunted += o.rows_hunted;
+        c.rows_out_of_scope += o.rows_out_of_scope;
+        c.rows_reference_kql += o.rows_reference_kql;
+        c.rows_reference_normalized += o.rows_reference_normalized;
+        c.rows_evading += o.rows_evading;
+        c.rows_telemetry += o.rows_telemetry;
+        c.rows_without_device += o.rows_without_device;
+        for (rule, n) in o.excluded_by_rule {
+            *c.excluded_by_rule.entry(rule).or_default() += n;
+        }
+        self
+    }
+
+    /// Aggregates one canonical batch (see [`crate::schema::canonical`]).
+    pub fn add_batch(&mut self, settings: &Settings, batch: &RecordBatch) {
+        let time = batch.column(col::TIME).as_primitive::<TimestampMicrosecondType>();
+        let text = |i: usize| -> &StringArray { batch.column(i).as_string::<i32>() };
+        let (device_id, device_name, action_type, remote_url) =
+            (text(col::DEVICE_ID), text(col::DEVICE_NAME), text(col::ACTION_TYPE), text(col::REMOTE_URL));
+        let (remote_ip, file_name, folder_path, company) = (
+            text(col::REMOTE_IP),
+            text(col::PROCESS_FILE_NAME),
+            text(col::PROCESS_FOLDER_PATH),
+            text(col::PROCESS_COMPANY),
+        );
+        let (command_line, parent, machine_group) =
+            (text(col::PROCESS_COMMAND_LINE), text(col::PROCESS_PARENT), text(col::MACHINE_GROUP));
+        let remote_port = batch.column(col::REMOTE_PORT).as_primitive::<Int32Type>();
+        let scoped = !settings.scope.is_everything();
+
+        for row in 0..batch.num_rows() {
+            self.counts.rows_hunted += 1;
+            let class = settings.hosts.classify(get(remote_url, row));
+            if !class.kql_reference && class.host.is_none() {
+                continue;
+            }
+            if scoped && !settings.scope.admits(get(machine_group, row), get(device_name, row)) {
+                self.counts.rows_out_of_scope += 1;
+                continue;
+            }
+            let day = Day::of_micros(time.value(row));
+            // Kusto strings are never null, so a missing DeviceId is the value "" for dcount.
+            let device_text = get(device_id, row).unwrap_or("");
+            if device_text.is_empty() {
+                self.counts.rows_without_device += 1;
+            }
+            let device = self.devices.intern(device_text);
+            let action = get(action_type, row).unwrap_or("");
+            if class.kql_reference {
+                self.counts.rows_reference_kql += 1;
+                entry(&mut self.daily_kql, || (day, action.into())).add(device);
+            }
+            if class.normalized_reference {
+                self.counts.rows_reference_normalized += 1;
+                entry(&mut self.daily_normalized, || (day, action.into())).add(device);
+            }
+            let evading = class.evades_reference_query();
+            if evading {
+                self.counts.rows_evading += 1;
+            }
+            let Some(host) = class.host else { continue };
+            self.counts.rows_telemetry += 1;
+            let host_agg = entry(&mut self.hosts, || (day, host.as_ref().into(), action.into()));
+            host_agg.group.add(device);
+            if remote_port.is_valid(row) {
+                host_agg.ports.insert(remote_port.value(row));
+            }
+            host_agg.evasion_events += u64::from(evading);
+            if action == "ConnectionFailed" {
+                entry(&mut self.failed, || (day, host.as_ref().into())).insert(device);
+            }
+            let fields = ProcessFields {
+                file_name: get(file_name, row),
+                folder_path: get(folder_path, row),
+                command_line: get(command_line, row),
+                parent_file_name: get(parent, row),
+                remote_ip: get(remote_ip, row),
+            };
+            // An expected process needs no excuse: exclusions only tag the unexpected ones.
+            let expected = expected_by(
+                &settings.expected,
+                fields.file_name.unwrap_or(""),
+                fields.folder_path.unwrap_or(""),
+                &host,
+            )
+            .is_some();
+            let excluded = if expected { None } else { first_exclusion(&settings.exclusions, &fields) };
+            if let Some(rule) = excluded {
+                *self.counts.excluded_by_rule.entry(rule).or_default() += 1;
+            }
+            let lower = |v: Option<&str>| -> Box<str> { v.unwrap_or("").to_ascii_lowercase().into() };
+            let key: ProcessKey = (
+                day,
+                host.as_ref().into(),
+                lower(fields.file_name),
+                lower(fields.folder_path),
+                get(company, row).unwrap_or("").into(),
+                excluded,
+            );
+            self.processes.entry(key).or_default().add(device);
+        }
+    }
+
+    /// The reference table under a match mode: (day, ActionType) → group.
+    pub fn daily(&self, mode: crate::hunt::host::MatchMode) -> &FxHashMap<(Day, Box<str>), GroupAgg> {
+        match mode {
+            crate::hunt::host::MatchMode::Kql => &self.daily_kql,
+            crate::hunt::host::MatchMode::Normalized => &self.daily_normalized,
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! One run of the job: plan the sources, scan and hunt in parallel, write every table per day,
+//! then the run record. The run record is written on failure too, saying which stage failed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+use crate::config::Settings;
+use crate::hunt::Partial;
+use crate::sink::local::LocalStore;
+use crate::sink::tables::{self, RunRecord};
+use crate::sink::SinkError;
+use crate::source::{plan_local, ScanOptions, ScanStats, SourceError};
+use crate::time::Day;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub inputs: Vec<PathBuf>,
+    pub out: PathBuf,
+    /// Inclusive UTC days; `None` means every day present in the input.
+    pub window: Option<(Day, Day)>,
+    pub settings: Settings,
+    pub progress: bool,
+}
+
+/// A finished run: the merged aggregate, the days written, the run record.
+pub struct RunOutcome {
+    pub partial: Partial,
+    pub days: Vec<Day>,
+    pub record: RunRecord,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+impl RunError {
+    pub fn stage(&self) -> &'static str {
+        match self {
+            RunError::Source(_) => "read",
+            RunError::Sink(_) => "write",
+        }
+    }
+}
+
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}
+
+/// `20261203T195110Z-3f9a1c`: sortable by start time, unique across concurrent runs.
+pub fn new_run_id(started_at: i64) -> String {
+    let day = Day::of_micros(started_at);
+    let secs = (started_at - day.start_micros()) / 1_000_000;
+    let (y, m, d) = day.ymd();
+    let mut noise = (started_at as u64) ^ (u64::from(std::process::id()) << 32);
+    // splitmix64 finalizer: spreads the bits of time and pid
+    noise = (noise ^ (noise >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    noise = (noise ^ (noise >> 27)).wrapping_mul(0x94d049bb133111eb);
+    noise ^= noise >> 31;
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{:06x}", secs / 3600, (secs / 60) % 60, secs % 60, noise & 0xff_ffff)
+}
+
+fn progress_bar(total: u64, enabled: bool) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} scanning [{bar:30}] {percent:>3}% {elapsed_precise} eta {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Runs the job. On failure the run record is still written (best effort) and returned.
+pub fn run(request: &RunRequest) -> Result<RunOutcome, (RunError, RunRecord)> {
+    let started_at = now_micros();
+    let run_id = new_run_id(started_at);
+    let store = LocalStore { root: request.out.clone(), run_id: run_id.clone() };
+    let mut record = RunRecord {
+        run_id: run_id.clone(),
+        started_at,
+        status: "running".into(),
+        window: request.window,
+        match_mode: request.settings.match_mode.as_str().into(),
+        sources: request.inputs.iter().map(|p| p.display().to_string()).collect(),
+        scope: scope_json(&request.settings),
+        ..Default::default()
+    };
+    match execute(request, &store, &mut record) {
+        Ok((partial, days)) => {
+            record.status = "succeeded".into();
+            finish_record(&store, &mut record, started_at).map_err(|e| (RunError::Sink(e), record.clone()))?;
+            Ok(RunOutcome { partial, days, record })
+        }
+        Err(error) => {
+            record.status = "failed".into();
+            record.failed_stage = Some(error.stage().into());
+            record.error = Some(error.to_string());
+            if let Err(write_error) = finish_record(&store, &mut record, started_at) {
+                tracing::error!(error = %write_error, "The run record of the failed run could not be written.");
+            }
+            Err((error, record))
+        }
+    }
+}
+
+fn scope_json(settings: &Settings) -> serde_json::Value {
+    let s = &settings.scope;
+    serde_json::json!({
+        "machine_groups_include": s.machine_groups_include,
+        "machine_groups_exclude": s.machine_groups_exclude,
+        "device_names_include": s.device_names_include,
+        "device_names_exclude": s.device_names_exclude,
+    })
+}
+
+fn finish_record(store: &LocalStore, record: &mut RunRecord, started_at: i64) -> Result<(), SinkError> {
+    record.finished_at = now_micros();
+    record.durations_ms.insert("total", ((record.finished_at - started_at) / 1000).max(0) as u64);
+    let day = Day::of_micros(started_at);
+    let dir = store.day_dir(tables::RUNS, day);
+    store.write_in(&dir, &format!("run-{}", record.run_id), &record.to_table())
+}
+
+fn execute(request: &RunRequest, store: &LocalStore, record: &mut RunRecord) -> Result<(Partial, Vec<Day>), RunError> {
+    let settings = &request.settings;
+    let options = ScanOptions {
+        window: request.window,
+        time_column: settings.time_column,
+        matcher: Arc::new(settings.hosts.clone()),
+        reject_samples: settings.reject_samples,
+        columns: crate::hunt::aggregate::needed_columns(settings),
+    };
+
+    let clock = Instant::now();
+    let plan = plan_local(&request.inputs, &options)?;
+    record.files = plan.files.len();
+    record.files_skipped = plan.skipped_files.len();
+    record.bytes = plan.bytes;
+    for path in &plan.skipped_files {
+        tracing::warn!(path = %path.display(), "Skipped a file that is not Parquet, JSON lines or CSV by its extension.");
+    }
+    for (path, columns) in &plan.missing_columns {
+        tracing::warn!(path = %path.display(), columns = ?columns, "A Parquet file lacks columns the reference query needs; its rows cannot match.");
+    }
+    tracing::info!(
+        files = plan.files.len(),
+        units = plan.units.len(),
+        bytes = plan.bytes,
+        row_groups_pruned = plan.row_groups_pruned,
+        "Planned the scan."
+    );
+
+    let keep = settings.reject_samples;
+    let bar = progress_bar(plan.units.iter().map(|u| u.weight()).sum(), request.progress);
+    let (partial, mut stats) = plan
+        .units
+        .par_iter()
+        .map(|unit| {
+            let mut partial = Partial::default();
+            let stats = unit.scan(&options, &mut |batch| partial.add_batch(settings, &batch))?;
+            bar.inc(unit.weight());
+            Ok::<_, SourceError>((partial, stats))
+        })
+        .try_reduce(|| (Partial::default(), ScanStats::default()), |a, b| Ok((a.0.merge(b.0), a.1.merge(b.1, keep))))?;
+    bar.finish_and_clear();
+    stats.row_groups_pruned += plan.row_groups_pruned;
+    stats.rows_pruned += plan.rows_pruned;
+    record.durations_ms.insert("scan", clock.elapsed().as_millis() as u64);
+
+    let days: Vec<Day> = match request.window {
+        Some((from, to)) => from.through(to).collect(),
+        None => stats.rows_per_day.keys().copied().collect(),
+    };
+    for day in &days {
+        if !stats.rows_per_day.contains_key(day) {
+            tracing::warn!(%day, "No input rows for this day; its tables are written empty.");
+        }
+    }
+    record.days = days.len();
+    if record.window.is_none() {
+        record.window = days.first().copied().zip(days.last().copied());
+    }
+    record.counts = partial.counts.clone();
+    record.excluded_by_rule = partial
+        .counts
+        .excluded_by_rule
+        .iter()
+        .map(|(rule, n)| (settings.exclusions[*rule].name.clone(), *n))
+        .collect::<BTreeMap<_, _>>();
+    if stats.rejects.total() > 0 {
+        tracing::warn!(rejected = stats.rejects.total(), reasons = ?stats.rejects.by_reason, "Some rows were malformed; they are counted and sampled in the run record.");
+    }
+    record.stats = stats;
+
+    let clock = Instant::now();
+    days.par_iter().try_for_each(|&day| -> Result<(), SinkError> {
+        store.write_day(&tables::daily(&partial, settings.match_mode, day), day)?;
+        store.write_day(&tables::hosts(&partial, settings, day), day)?;
+        store.write_day(&tables::processes(&partial, settings, day), day)
+    })?;
+    record.durations_ms.insert("write", clock.elapsed().as_millis() as u64);
+    Ok((partial, days))
+}

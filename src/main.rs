@@ -1,0 +1,44 @@
+//! `telemetry-hunt`: parse, resolve, run, map to an exit code. Nothing else.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use telemetry_hunt::cli::{execute, Cli, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(cli: &Cli) {
+    let g = &cli.global;
+    let level = match (g.quiet, g.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let json = match g.log_format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.compact().without_time().init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    match execute(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let code = error.exit_code();
+            // `{:#}` prints the whole cause chain on one line.
+            eprintln!("error: {:#}", anyhow::Error::new(error));
+            ExitCode::from(code)
+        }
+    }
+}

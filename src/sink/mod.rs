@@ -1,0 +1,18 @@
+//! Where results go: the results store (tables per UTC day, Parquet and JSON lines) and the
+//! terminal summary.
+
+pub mod local;
+pub mod summary;
+pub mod table;
+pub mod tables;
+
+pub use table::{Cell, ColumnType, Table};
+
+/// A result that could not be written. Nothing half-written is left visible.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot write `{path}`: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot encode table `{table}`: {message}")]
+    Encode { table: String, message: String },
+}

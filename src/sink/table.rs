@@ -1,0 +1,235 @@
+//! A result table: named, typed columns and rows of cells, encoded once into Arrow (for
+//! Parquet) or JSON lines (for people, Sentinel and diffing). One definition per table, so the
+//! two encodings cannot drift apart.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde_json::{Map, Value};
+
+use crate::time::{format_micros, Day};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    Text,
+    Int,
+    Float,
+    Bool,
+    Day,
+    Time,
+    /// A JSON document kept as text (Sentinel `dynamic`).
+    Json,
+}
+
+impl ColumnType {
+    fn arrow(self) -> DataType {
+        match self {
+            ColumnType::Text | ColumnType::Json => DataType::Utf8,
+            ColumnType::Int => DataType::Int64,
+            ColumnType::Float => DataType::Float64,
+            ColumnType::Bool => DataType::Boolean,
+            ColumnType::Day => DataType::Date32,
+            ColumnType::Time => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Text(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Day(Day),
+    Time(i64),
+    Json(Value),
+    Null,
+}
+
+impl From<&str> for Cell {
+    fn from(v: &str) -> Cell {
+        Cell::Text(v.to_string())
+    }
+}
+impl From<String> for Cell {
+    fn from(v: String) -> Cell {
+        Cell::Text(v)
+    }
+}
+impl From<u64> for Cell {
+    fn from(v: u64) -> Cell {
+        Cell::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+impl From<usize> for Cell {
+    fn from(v: usize) -> Cell {
+        Cell::from(v as u64)
+    }
+}
+impl From<bool> for Cell {
+    fn from(v: bool) -> Cell {
+        Cell::Bool(v)
+    }
+}
+impl From<Day> for Cell {
+    fn from(v: Day) -> Cell {
+        Cell::Day(v)
+    }
+}
+
+impl Cell {
+    pub fn to_json(&self) -> Value {
+        match self {
+            Cell::Text(s) => Value::String(s.clone()),
+            Cell::Int(v) => Value::from(*v),
+            Cell::Float(v) => serde_json::Number::from_f64(*v).map_or(Value::Null, Value::Number),
+            Cell::Bool(v) => Value::Bool(*v),
+            Cell::Day(d) => Value::String(d.to_string()),
+            Cell::Time(t) => Value::String(format_micros(*t)),
+            Cell::Json(v) => v.clone(),
+            Cell::Null => Value::Null,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    pub name: &'static str,
+    pub columns: &'static [(&'static str, ColumnType)],
+    pub rows: Vec<Vec<Cell>>,
+}
+
+impl Table {
+    pub fn new(name: &'static str, columns: &'static [(&'static str, ColumnType)]) -> Table {
+        Table { name, columns, rows: Vec::new() }
+    }
+
+    pub fn push(&mut self, row: Vec<Cell>) {
+        debug_assert_eq!(row.len(), self.columns.len(), "row width of {}", self.name);
+        self.rows.push(row);
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.columns.iter().map(|(name, ty)| Field::new(*name, ty.arrow(), true)).collect::<Vec<_>>(),
+        ))
+    }
+
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|(n, _)| *n == name)
+    }
+
+    pub fn to_record_batch(&self) -> Result<RecordBatch, String> {
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
+        for (i, (name, ty)) in self.columns.iter().enumerate() {
+            let cells = self.rows.iter().map(|r| &r[i]);
+            let wrong = |cell: &Cell| format!("column `{name}` ({ty:?}) holds {cell:?}");
+            let array: ArrayRef = match ty {
+                ColumnType::Text | ColumnType::Json => {
+                    let mut b = StringBuilder::new();
+                    for c in cells {
+                        match c {
+                            Cell::Text(s) => b.append_value(s),
+                            Cell::Json(v) => b.append_value(v.to_string()),
+                            Cell::Null => b.append_null(),
+                            other => return Err(wrong(other)),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                ColumnType::Int => {
+                    let mut b = Int64Builder::new();
+                    for c in cells {
+                        match c {
+                            Cell::Int(v) => b.append_value(*v),
+                            Cell::Null => b.append_null(),
+                            other => return Err(wrong(other)),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                ColumnType::Float => {
+                    let mut b = Float64Builder::new();
+                    for c in cells {
+                        match c {
+                            Cell::Float(v) => b.append_value(*v),
+                            Cell::Int(v) => b.append_value(*v as f64),
+                            Cell::Null => b.append_null(),
+                            other => return Err(wrong(other)),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                ColumnType::Bool => {
+                    let mut b = BooleanBuilder::new();
+                    for c in cells {
+                        match c {
+                            Cell::Bool(v) => b.append_value(*v),
+                            Cell::Null => b.append_null(),
+                            other => return Err(wrong(other)),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                ColumnType::Day => {
+                    let mut b = Date32Builder::new();
+                    for c in cells {
+                        match c {
+                            Cell::Day(d) => b.append_value(d.0),
+                            Cell::Null => b.append_null(),
+                            other => return Err(wrong(other)),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                ColumnType::Time => {
+                    let mut b = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+                    for c in cells {
+                        match c {
+                            Cell::Time(t) => b.append_value(*t),
+                            Cell::Null => b.append_null(),
+                            other => return Err(wrong(other)),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+            };
+            arrays.push(array);
+        }
+        RecordBatch::try_new(self.schema(), arrays).map_err(|e| e.to_string())
+    }
+
+    /// One JSON object per row, keys in column order. Days as `YYYY-MM-DD`, times as ISO 8601
+    /// UTC, JSON columns as JSON values (Sentinel `dynamic`).
+    pub fn to_json_rows(&self) -> Vec<Map<String, Value>> {
+        self.rows
+            .iter()
+            .map(|row| {
+                self.columns.iter().zip(row).map(|((name, _), cell)| (name.to_string(), cell.to_json())).collect()
+            })
+            .collect()
+    }
+
+    /// JSON lines, keys in column order (so a person reading the file sees the table's order).
+    pub fn to_jsonl(&self) -> String {
+        let mut out = String::with_capacity(self.rows.len() * 128);
+        for row in &self.rows {
+            out.push('{');
+            for (i, ((name, _), cell)) in self.columns.iter().zip(row).enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push('"');
+                out.push_str(name);
+                out.push_str("\":");
+                out.push_str(&cell.to_json().to_string());
+            }
+            out.push_str("}\n");
+        }
+        out
+    }
+}

@@ -1,0 +1,227 @@
+//! The result tables of DESIGN §4, built from the merged aggregate. Rows are sorted, so the
+//! output is deterministic whatever order rayon merged in.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::table::{Cell, ColumnType as T, Table};
+use crate::config::Settings;
+use crate::hunt::host::MatchMode;
+use crate::hunt::rules::expected_by;
+use crate::hunt::Partial;
+use crate::time::Day;
+
+pub const DAILY: &str = "MdeTelemetryDaily";
+pub const HOSTS: &str = "MdeTelemetryHosts";
+pub const PROCESSES: &str = "MdeTelemetryProcesses";
+pub const RUNS: &str = "MdeTelemetryRuns";
+
+pub const DAILY_COLUMNS: &[(&str, T)] =
+    &[("Day", T::Day), ("ActionType", T::Text), ("Connections", T::Int), ("Events", T::Int), ("MatchMode", T::Text)];
+
+pub const HOSTS_COLUMNS: &[(&str, T)] = &[
+    ("Day", T::Day),
+    ("RemoteHost", T::Text),
+    ("ActionType", T::Text),
+    ("Devices", T::Int),
+    ("Events", T::Int),
+    ("FailedDevices", T::Int),
+    ("Ports", T::Text),
+    ("OnReferenceList", T::Bool),
+    ("EvasionEvents", T::Int),
+];
+
+pub const PROCESSES_COLUMNS: &[(&str, T)] = &[
+    ("Day", T::Day),
+    ("RemoteHost", T::Text),
+    ("InitiatingProcessFileName", T::Text),
+    ("InitiatingProcessFolderPath", T::Text),
+    ("InitiatingProcessVersionInfoCompanyName", T::Text),
+    ("Devices", T::Int),
+    ("Events", T::Int),
+    ("Expected", T::Bool),
+    ("ExpectedBy", T::Text),
+];
+
+pub const RUNS_COLUMNS: &[(&str, T)] = &[
+    ("RunId", T::Text),
+    ("StartedAt", T::Time),
+    ("FinishedAt", T::Time),
+    ("Status", T::Text),
+    ("FailedStage", T::Text),
+    ("Error", T::Text),
+    ("WindowFrom", T::Day),
+    ("WindowTo", T::Day),
+    ("Days", T::Int),
+    ("MatchMode", T::Text),
+    ("Source", T::Json),
+    ("Files", T::Int),
+    ("FilesSkipped", T::Int),
+    ("Bytes", T::Int),
+    ("RowGroupsRead", T::Int),
+    ("RowGroupsPruned", T::Int),
+    ("RowsScanned", T::Int),
+    ("RowsPruned", T::Int),
+    ("RowsOutsideWindow", T::Int),
+    ("RowsRejected", T::Int),
+    ("RejectReasons", T::Json),
+    ("RejectSamples", T::Json),
+    ("RowsOutOfScope", T::Int),
+    ("RowsMatched", T::Int),
+    ("RowsMatchedKql", T::Int),
+    ("RowsMatchedNormalized", T::Int),
+    ("RowsEvadingReferenceQuery", T::Int),
+    ("RowsTelemetry", T::Int),
+    ("RowsExcluded", T::Int),
+    ("ExcludedByRule", T::Json),
+    ("RowsWithoutDeviceId", T::Int),
+    ("Scope", T::Json),
+    ("DurationsMs", T::Json),
+    ("Version", T::Text),
+];
+
+/// The reference table for one day: (ActionType → distinct devices, events).
+pub fn daily(partial: &Partial, mode: MatchMode, day: Day) -> Table {
+    let mut table = Table::new(DAILY, DAILY_COLUMNS);
+    let mut rows: Vec<_> = partial.daily(mode).iter().filter(|((d, _), _)| *d == day).collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    for ((d, action), agg) in rows {
+        table.push(vec![
+            Cell::Day(*d),
+            Cell::from(action.as_ref()),
+            Cell::from(agg.devices.len()),
+            Cell::from(agg.events),
+            Cell::from(mode.as_str()),
+        ]);
+    }
+    table
+}
+
+pub fn hosts(partial: &Partial, settings: &Settings, day: Day) -> Table {
+    let mut table = Table::new(HOSTS, HOSTS_COLUMNS);
+    let mut rows: Vec<_> = partial.hosts.iter().filter(|((d, _, _), _)| *d == day).collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    for ((d, host, action), agg) in rows {
+        let failed = partial.failed.get(&(*d, host.clone())).map_or(0, |s| s.len());
+        let mut ports: Vec<i32> = agg.ports.iter().copied().collect();
+        ports.sort_unstable();
+        let ports = ports.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+        let on_reference = settings.hosts.classify(Some(host)).normalized_reference;
+        table.push(vec![
+            Cell::Day(*d),
+            Cell::from(host.as_ref()),
+            Cell::from(action.as_ref()),
+            Cell::from(agg.group.devices.len()),
+            Cell::from(agg.group.events),
+            Cell::from(failed),
+            Cell::from(ports),
+            Cell::from(on_reference),
+            Cell::from(agg.evasion_events),
+        ]);
+    }
+    table
+}
+
+pub fn processes(partial: &Partial, settings: &Settings, day: Day) -> Table {
+    let mut table = Table::new(PROCESSES, PROCESSES_COLUMNS);
+    let mut rows: Vec<_> = partial.processes.iter().filter(|(k, _)| k.0 == day).collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    for ((d, host, file, folder, company, excluded), agg) in rows {
+        let allowed = expected_by(&settings.expected, file, folder, host);
+        let expected_by = match (allowed, excluded) {
+            (Some(e), _) => format!("allow-list:{}", e.file_name),
+            (None, Some(rule)) => format!("exclusion:{}", settings.exclusions[*rule].name),
+            (None, None) => String::new(),
+        };
+        table.push(vec![
+            Cell::Day(*d),
+            Cell::from(host.as_ref()),
+            Cell::from(file.as_ref()),
+            Cell::from(folder.as_ref()),
+            Cell::from(company.as_ref()),
+            Cell::from(agg.devices.len()),
+            Cell::from(agg.events),
+            Cell::from(!expected_by.is_empty()),
+            Cell::from(expected_by),
+        ]);
+    }
+    table
+}
+
+/// Everything the run record says.
+#[derive(Debug, Clone, Default)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub status: String,
+    pub failed_stage: Option<String>,
+    pub error: Option<String>,
+    pub window: Option<(Day, Day)>,
+    pub days: usize,
+    pub match_mode: String,
+    pub sources: Vec<String>,
+    pub files: usize,
+    pub files_skipped: usize,
+    pub bytes: u64,
+    pub stats: crate::source::ScanStats,
+    pub counts: crate::hunt::HuntCounts,
+    pub excluded_by_rule: BTreeMap<String, u64>,
+    pub scope: serde_json::Value,
+    pub durations_ms: BTreeMap<&'static str, u64>,
+}
+
+impl RunRecord {
+    pub fn rows_matched(&self) -> u64 {
+        if self.match_mode == MatchMode::Normalized.as_str() {
+            self.counts.rows_reference_normalized
+        } else {
+            self.counts.rows_reference_kql
+        }
+    }
+
+    pub fn to_table(&self) -> Table {
+        let mut table = Table::new(RUNS, RUNS_COLUMNS);
+        let opt_text = |v: &Option<String>| v.clone().map_or(Cell::Null, Cell::Text);
+        let c = &self.counts;
+        let s = &self.stats;
+        table.push(vec![
+            Cell::from(self.run_id.as_str()),
+            Cell::Time(self.started_at),
+            Cell::Time(self.finished_at),
+            Cell::from(self.status.as_str()),
+            opt_text(&self.failed_stage),
+            opt_text(&self.error),
+            self.window.map_or(Cell::Null, |w| Cell::Day(w.0)),
+            self.window.map_or(Cell::Null, |w| Cell::Day(w.1)),
+            Cell::from(self.days),
+            Cell::from(self.match_mode.as_str()),
+            Cell::Json(json!(self.sources)),
+            Cell::from(self.files),
+            Cell::from(self.files_skipped),
+            Cell::from(self.bytes),
+            Cell::from(s.row_groups_read),
+            Cell::from(s.row_groups_pruned),
+            Cell::from(s.rows_scanned),
+            Cell::from(s.rows_pruned),
+            Cell::from(s.rows_outside_window),
+            Cell::from(s.rejects.total()),
+            Cell::Json(json!(s.rejects.by_reason)),
+            Cell::Json(json!(s.rejects.samples)),
+            Cell::from(c.rows_out_of_scope),
+            Cell::from(self.rows_matched()),
+            Cell::from(c.rows_reference_kql),
+            Cell::from(c.rows_reference_normalized),
+            Cell::from(c.rows_evading),
+            Cell::from(c.rows_telemetry),
+            Cell::from(self.excluded_by_rule.values().sum::<u64>()),
+            Cell::Json(json!(self.excluded_by_rule)),
+            Cell::from(c.rows_without_device),
+            Cell::Json(self.scope.clone()),
+            Cell::Json(json!(self.durations_ms)),
+            Cell::from(env!("CARGO_PKG_VERSION")),
+        ]);
+        table
+    }
+}

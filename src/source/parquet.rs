@@ -1,0 +1,437 @@
+//! Parquet from any common writer: INT64 timestamps in any unit with or without a zone, INT96,
+//! text timestamps; Utf8, LargeUtf8, Utf8View or dictionary strings; missing optional columns;
+//! extra columns (never decoded); empty files; many row groups.
+//!
+//! Three things keep the scan cheap: row groups whose time statistics fall outside the window
+//! are never read; only canonical columns are projected; and a row filter over the time and
+//! RemoteUrl columns runs first, so the other columns are decoded only for telemetry rows.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, BooleanArray, RecordBatch};
+use arrow_schema::{DataType, TimeUnit};
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter,
+    RowSelectionPolicy,
+};
+use parquet::arrow::ProjectionMask;
+use parquet::file::statistics::Statistics;
+
+use super::canonical::{from_columns, TimeCell, TimeReader};
+use super::{DayCounts, ScanOptions, ScanStats, SourceError};
+use crate::config::TimeColumn;
+use crate::hunt::host::HostMatcher;
+use crate::schema;
+use crate::time::Day;
+
+/// Rows per decoded batch.
+const BATCH_SIZE: usize = 8192;
+
+/// A range of row groups of one file, with the file's metadata parsed once at planning.
+#[derive(Debug, Clone)]
+pub struct ParquetUnit {
+    pub path: PathBuf,
+    pub row_groups: Vec<usize>,
+    pub rows: u64,
+    metadata: ArrowReaderMetadata,
+    time_name: String,
+}
+
+/// What planning a file found: units to read and what was pruned.
+pub struct PlannedFile {
+    pub units: Vec<ParquetUnit>,
+    pub row_groups_pruned: u64,
+    pub rows_pruned: u64,
+    pub missing_columns: Vec<&'static str>,
+}
+
+fn parquet_error(path: &Path, e: impl std::fmt::Display) -> SourceError {
+    SourceError::Parquet { path: path.to_path_buf(), message: e.to_string() }
+}
+
+/// Reads the footer, picks the time column and prunes row groups by their statistics.
+pub fn plan_file(path: &Path, options: &ScanOptions) -> Result<PlannedFile, SourceError> {
+    let file = File::open(path).map_err(|source| SourceError::Io { path: path.to_path_buf(), source })?;
+    let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| parquet_error(path, e))?;
+    let metadata = with_string_views(metadata).map_err(|e| parquet_error(path, e))?;
+    let arrow_schema = metadata.schema().clone();
+    let has = |name: &str| arrow_schema.fields().iter().any(|f| f.name() == name);
+    let time_name = match options.time_column {
+        TimeColumn::Timestamp if has(schema::TIMESTAMP) => schema::TIMESTAMP,
+        TimeColumn::Timestamp if has(schema::TIME_GENERATED) => schema::TIME_GENERATED,
+        TimeColumn::TimeGenerated if has(schema::TIME_GENERATED) => schema::TIME_GENERATED,
+        TimeColumn::Timestamp => {
+            return Err(SourceError::NoTimeColumn {
+                path: path.to_path_buf(),
+                wanted: "Timestamp",
+                fallback: " (nor `TimeGenerated`)",
+            })
+        }
+        TimeColumn::TimeGenerated => {
+            return Err(SourceError::NoTimeColumn { path: path.to_path_buf(), wanted: "TimeGenerated", fallback: "" })
+        }
+    };
+    let missing_columns =
+        [schema::DEVICE_ID, schema::ACTION_TYPE, schema::REMOTE_URL].into_iter().filter(|c| !has(c)).collect();
+
+    let time_field = arrow_schema.field_with_name(time_name).map_err(|e| parquet_error(path, e))?;
+    let unit = match time_field.data_type() {
+        DataType::Timestamp(unit, _) => Some(*unit),
+        _ => None,
+    };
+    let parquet_meta = metadata.metadata().clone();
+    let leaf =
+        parquet_meta.file_metadata().schema_descr().columns().iter().position(|c| c.path().string() == time_name);
+
+    let mut units = Vec::new();
+    let (mut row_groups_pruned, mut rows_pruned) = (0, 0);
+    for (i, rg) in parquet_meta.row_groups().iter().enumerate() {
+        let rows = rg.num_rows().max(0) as u64;
+        if rows == 0 {
+            continue;
+        }
+        let bounds = match (options.window, unit, leaf.and_then(|l| rg.column(l).statistics())) {
+            (Some(window), Some(unit), Some(Statistics::Int64(s))) => {
+                s.min_opt().zip(s.max_opt()).map(|(min, max)| (window, to_micros(*min, unit), to_micros(*max, unit)))
+            }
+            _ => None,
+        };
+        if let Some(((from, to), min, max)) = bounds {
+            if Day::of_micros(max) < from || Day::of_micros(min) > to {
+                row_groups_pruned += 1;
+                rows_pruned += rows;
+                continue;
+            }
+        }
+        units.push(ParquetUnit {
+            path: path.to_path_buf(),
+            row_groups: vec![i],
+            rows,
+            metadata: metadata.clone(),
+            time_name: time_name.to_string(),
+        });
+    }
+    Ok(PlannedFile { units, row_groups_pruned, rows_pruned, missing_columns })
+}
+
+/// Asks the reader for string views instead of contiguous strings: a view points into the
+/// decoded page, so RemoteUrl values (mostly plain-encoded: too many distinct values for a
+/// dictionary) are not copied before the host test looks at them.
+fn with_string_views(metadata: ArrowReaderMetadata) -> Result<ArrowReaderMetadata, parquet::errors::ParquetError> {
+    let schema = metadata.schema();
+    let fields: Vec<arrow_schema::FieldRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 => Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View)),
+            _ => f.clone(),
+        })
+        .collect();
+    let hinted = Arc::new(arrow_schema::Schema::new_with_metadata(fields, schema.metadata().clone()));
+    ArrowReaderMetadata::try_new(metadata.metadata().clone(), ArrowReaderOptions::new().with_schema(hinted))
+}
+
+fn to_micros(value: i64, unit: TimeUnit) -> i64 {
+    match unit {
+        TimeUnit::Second => value.saturating_mul(1_000_000),
+        TimeUnit::Millisecond => value.saturating_mul(1_000),
+        TimeUnit::Microsecond => value,
+        TimeUnit::Nanosecond => value.div_euclid(1_000),
+    }
+}
+
+/// Row-by-row relevance of a RemoteUrl column, in whatever string encoding the reader produced.
+/// Dictionary values are tested once each (on first use), however many rows share them.
+enum UrlReader {
+    Utf8(arrow_array::StringArray),
+    Large(arrow_array::LargeStringArray),
+    View(arrow_array::StringViewArray),
+    Dictionary {
+        keys: Vec<usize>,
+        valid: Option<arrow_buffer::NullBuffer>,
+        values: arrow_array::StringArray,
+        memo: Vec<u8>,
+    },
+    Absent,
+}
+
+impl UrlReader {
+    fn new(array: Option<&dyn Array>) -> UrlReader {
+        let Some(array) = array else { return UrlReader::Absent };
+        match array.data_type() {
+            DataType::Utf8 => UrlReader::Utf8(array.as_string::<i32>().clone()),
+            DataType::LargeUtf8 => UrlReader::Large(array.as_string::<i64>().clone()),
+            DataType::Utf8View => UrlReader::View(array.as_string_view().clone()),
+            DataType::Dictionary(_, _) => {
+                let dict = array.as_any_dictionary();
+                match arrow_cast::cast(dict.values().as_ref(), &DataType::Utf8) {
+                    Ok(values) => UrlReader::Dictionary {
+                        keys: dict.normalized_keys(),
+                        valid: dict.keys().logical_nulls(),
+                        memo: vec![0; values.len()],
+                        values: values.as_string::<i32>().clone(),
+                    },
+                    Err(_) => UrlReader::Absent,
+                }
+            }
+            _ => match arrow_cast::cast(array, &DataType::Utf8) {
+                Ok(text) => UrlReader::Utf8(text.as_string::<i32>().clone()),
+                Err(_) => UrlReader::Absent,
+            },
+        }
+    }
+
+    #[inline]
+    fn relevant(&mut self, row: usize, matcher: &HostMatcher) -> bool {
+        let test = |v: &str| !v.is_empty() && matcher.is_relevant(v);
+        match self {
+            UrlReader::Utf8(a) => a.is_valid(row) && test(a.value(row)),
+            UrlReader::Large(a) => a.is_valid(row) && test(a.value(row)),
+            UrlReader::View(a) => a.is_valid(row) && test(a.value(row)),
+            UrlReader::Dictionary { keys, valid, values, memo } => {
+                if valid.as_ref().is_some_and(|n| n.is_null(row)) {
+                    return false;
+                }
+                let key = keys[row];
+                let Some(state) = memo.get_mut(key) else { return false };
+                if *state == 0 {
+                    *state = if values.is_valid(key) && test(values.value(key)) { 2 } else { 1 };
+                }
+                *state == 2
+            }
+            UrlReader::Absent => false,
+        }
+    }
+}
+
+/// The column chunks one unit reads, fetched with one positioned read each and then served
+/// from memory: the parquet reader otherwise reopens and seeks the file for every page.
+struct ColumnChunks {
+    file_length: u64,
+    /// (file offset, bytes), sorted by offset.
+    chunks: Vec<(u64, Bytes)>,
+}
+
+impl ColumnChunks {
+    fn read(path: &Path, file: &File, ranges: Vec<(u64, u64)>) -> Result<ColumnChunks, SourceError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let io = |source| SourceError::Io { path: path.to_path_buf(), source };
+        let file_length = file.metadata().map_err(io)?.len();
+        let mut chunks = Vec::with_capacity(ranges.len());
+        for (start, length) in ranges {
+            let end = start.checked_add(length).filter(|&end| end <= file_length).ok_or_else(|| {
+                parquet_error(
+                    path,
+                    format!("a column chunk ({start}+{length}) lies beyond the end of the file ({file_length} bytes)"),
+                )
+            })?;
+            // read_to_end fills the spare capacity directly, without zeroing it first.
+            let mut buffer = Vec::with_capacity((end - start) as usize);
+            let mut reader = file;
+            reader.seek(SeekFrom::Start(start)).map_err(io)?;
+            reader.take(length).read_to_end(&mut buffer).map_err(io)?;
+            if buffer.len() as u64 != length {
+                return Err(parquet_error(path, format!("the file ended inside a column chunk at offset {start}")));
+            }
+            chunks.push((start, Bytes::from(buffer)));
+        }
+        chunks.sort_by_key(|(start, _)| *start);
+        Ok(ColumnChunks { file_length, chunks })
+    }
+
+    fn slice(&self, start: u64, length: Option<usize>) -> parquet::errors::Result<Bytes> {
+        let index = self.chunks.partition_point(|(s, _)| *s <= start);
+        let missing =
+            || parquet::errors::ParquetError::General(format!("offset {start} is outside the column chunks read"));
+        let (chunk_start, bytes) = index.checked_sub(1).map(|i| &self.chunks[i]).ok_or_else(missing)?;
+        let from = (start - chunk_start) as usize;
+        let to = match length {
+            Some(length) => from + length,
+            None => bytes.len(),
+        };
+        if to > bytes.len() {
+            return Err(missing());
+        }
+        Ok(bytes.slice(from..to))
+    }
+}
+
+impl parquet::file::reader::Length for ColumnChunks {
+    fn len(&self) -> u64 {
+        self.file_length
+    }
+}
+
+impl parquet::file::reader::ChunkReader for ColumnChunks {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        use bytes::Buf;
+        Ok(self.slice(start, None)?.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        self.slice(start, Some(length))
+    }
+}
+
+/// Time and RemoteUrl of the rows the filter kept, handed from the filter to the output side so
+/// those two columns are decompressed and decoded once, not twice.
+#[derive(Default)]
+struct Carried {
+    micros: std::collections::VecDeque<i64>,
+    urls: std::collections::VecDeque<arrow_array::ArrayRef>,
+}
+
+impl Carried {
+    /// The next `rows` kept rows, in order.
+    fn take(&mut self, rows: usize) -> Result<(Vec<i64>, Option<arrow_array::ArrayRef>), String> {
+        if self.micros.len() < rows {
+            return Err(format!("the reader returned {rows} rows but the filter kept {}", self.micros.len()));
+        }
+        let micros: Vec<i64> = self.micros.drain(..rows).collect();
+        let mut pieces = Vec::new();
+        let mut missing = rows;
+        while missing > 0 {
+            let Some(front) = self.urls.pop_front() else { break };
+            if front.len() <= missing {
+                missing -= front.len();
+                pieces.push(front);
+            } else {
+                pieces.push(front.slice(0, missing));
+                self.urls.push_front(front.slice(missing, front.len() - missing));
+                missing = 0;
+            }
+        }
+        let url = match pieces.len() {
+            0 => None,
+            1 => pieces.pop(),
+            _ => {
+                let refs: Vec<&dyn Array> = pieces.iter().map(|a| a.as_ref()).collect();
+                Some(arrow_select::concat::concat(&refs).map_err(|e| e.to_string())?)
+            }
+        };
+        Ok((micros, url))
+    }
+}
+
+impl ParquetUnit {
+    pub fn scan(&self, options: &ScanOptions, sink: &mut dyn FnMut(RecordBatch)) -> Result<ScanStats, SourceError> {
+        let path = &self.path;
+        let file = File::open(path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
+        let arrow_schema = self.metadata.schema().clone();
+        let schema_descr = self.metadata.metadata().file_metadata().schema_descr_ptr();
+        let index = |name: &str| arrow_schema.fields().iter().position(|f| f.name() == name);
+        let time_index = index(&self.time_name).expect("planning found the time column");
+        let url_index = index(schema::REMOTE_URL);
+        let filter_columns: Vec<usize> = std::iter::once(time_index).chain(url_index).collect();
+        // The output side reads the other columns; time and RemoteUrl come from the filter. A
+        // file with nothing else still needs one column to carry the row count.
+        let mut output_columns: Vec<usize> =
+            options.columns.iter().filter_map(|c| index(c)).filter(|i| !filter_columns.contains(i)).collect();
+        if output_columns.is_empty() {
+            output_columns.push(time_index);
+        }
+        output_columns.sort_unstable();
+
+        let parquet_meta = self.metadata.metadata();
+        let mut ranges = Vec::new();
+        for &group in &self.row_groups {
+            let row_group = parquet_meta.row_group(group);
+            for leaf in 0..schema_descr.num_columns() {
+                let root = schema_descr.get_column_root_idx(leaf);
+                if filter_columns.contains(&root) || output_columns.contains(&root) {
+                    ranges.push(row_group.column(leaf).byte_range());
+                }
+            }
+        }
+        let chunks = ColumnChunks::read(path, &file, ranges)?;
+
+        let stats =
+            Arc::new(Mutex::new(ScanStats { row_groups_read: self.row_groups.len() as u64, ..Default::default() }));
+        let carried = Arc::new(Mutex::new(Carried::default()));
+        let predicate = {
+            let (stats, carried) = (stats.clone(), carried.clone());
+            let options = options.clone();
+            let time_name = self.time_name.clone();
+            let label = format!("{} row group {}", path.display(), self.row_groups[0]);
+            let mut offset = 0usize;
+            ArrowPredicateFn::new(ProjectionMask::roots(&schema_descr, filter_columns), move |batch: RecordBatch| {
+                let time_column = batch.column_by_name(&time_name).expect("projected");
+                let time = TimeReader::new(time_column.as_ref()).map_err(arrow_schema::ArrowError::ComputeError)?;
+                let url_column = batch.column_by_name(schema::REMOTE_URL);
+                let mut url = UrlReader::new(url_column.map(|a| a.as_ref()));
+                let mut stats = stats.lock().expect("one scan per unit, never poisoned");
+                let mut carried = carried.lock().expect("one scan per unit, never poisoned");
+                let mut days = DayCounts::default();
+                let mut keep = arrow_buffer::BooleanBufferBuilder::new(batch.num_rows());
+                for row in 0..batch.num_rows() {
+                    let reason = match time.get(row) {
+                        TimeCell::Micros(t) => {
+                            let kept = days.count(Day::of_micros(t), &options) && url.relevant(row, &options.matcher);
+                            if kept {
+                                carried.micros.push_back(t);
+                            }
+                            keep.append(kept);
+                            continue;
+                        }
+                        TimeCell::Missing => "time: missing",
+                        TimeCell::Invalid => "time: not a valid timestamp",
+                    };
+                    keep.append(false);
+                    stats.rows_scanned += 1;
+                    stats.rejects.add(
+                        reason,
+                        || format!("{label} row {}: {reason}", offset + row),
+                        options.reject_samples,
+                    );
+                }
+                days.add_to(&mut stats);
+                let keep = BooleanArray::new(keep.finish(), None);
+                if let Some(url_column) = url_column.filter(|_| keep.true_count() > 0) {
+                    carried.urls.push_back(arrow_select::filter::filter(url_column.as_ref(), &keep)?);
+                }
+                offset += batch.num_rows();
+                Ok(keep)
+            })
+        };
+
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(chunks, self.metadata.clone())
+            .with_row_groups(self.row_groups.clone())
+            .with_projection(ProjectionMask::roots(&schema_descr, output_columns))
+            .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
+            .with_batch_size(BATCH_SIZE)
+            // Telemetry rows are a few percent, scattered: skip the others in every remaining
+            // column rather than decode them all and filter afterwards.
+            .with_row_selection_policy(RowSelectionPolicy::Selectors)
+            .build()
+            .map_err(|e| parquet_error(path, e))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| parquet_error(path, e))?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let (micros, url) =
+                carried.lock().expect("filter done").take(batch.num_rows()).map_err(|m| parquet_error(path, m))?;
+            let schema = batch.schema();
+            let mut named: Vec<(&str, arrow_array::ArrayRef)> = schema
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .filter(|(f, _)| f.name() != &self.time_name)
+                .map(|(f, c)| (f.name().as_str(), c.clone()))
+                .collect();
+            if let Some(url) = url {
+                named.push((schema::REMOTE_URL, url));
+            }
+            let canonical = from_columns(&named, micros).map_err(|m| parquet_error(path, m))?;
+            sink(canonical);
+        }
+        let stats = std::mem::take(&mut *stats.lock().expect("scan finished"));
+        Ok(stats)
+    }
+}

@@ -1,0 +1,119 @@
+//! The binary as a user runs it: help, exit codes, messages, re-runs.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support::{shared_fixtures, table_files};
+
+fn hunt(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_telemetry-hunt"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_explains_every_command_with_examples() {
+    let cwd = tempfile::tempdir().unwrap();
+    for args in [&["--help"][..], &["run", "--help"], &["sample", "--help"]] {
+        let out = hunt(args, cwd.path());
+        assert!(out.status.success(), "{args:?}");
+        let help = text(&out.stdout);
+        assert!(help.contains("Examples:"), "{args:?}: {help}");
+    }
+    let run_help = text(&hunt(&["run", "--help"], cwd.path()).stdout);
+    for flag in ["--input", "--out", "--from", "--to", "--match-mode", "--config"] {
+        assert!(run_help.contains(flag), "{flag}");
+    }
+}
+
+#[test]
+fn usage_and_configuration_errors_exit_2_with_the_fix() {
+    let cwd = tempfile::tempdir().unwrap();
+    let csv = shared_fixtures().join("advanced_hunting_test.csv");
+    let csv = csv.to_str().unwrap();
+
+    let out = hunt(&["run", "--input", csv, "--from", "2026-13-01", "--to", "2026-12-01"], cwd.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("YYYY-MM-DD"), "{}", text(&out.stderr));
+
+    let out = hunt(&["run", "--input", csv, "--from", "2026-12-02", "--to", "2026-12-01"], cwd.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("swap"), "{}", text(&out.stderr));
+
+    std::fs::write(cwd.path().join("bad.toml"), "match_mode = \"kql\"\nrefrence_hosts = []\n").unwrap();
+    let out = hunt(&["run", "--input", csv, "--config", "bad.toml"], cwd.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("refrence_hosts") && err.contains("bad.toml"), "{err}");
+
+    let out = hunt(&["run", "--input", "no/such/folder"], cwd.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no/such/folder"));
+    assert!(!cwd.path().join("out").exists(), "nothing written on a usage error");
+}
+
+#[test]
+fn an_unreadable_input_exits_1_naming_the_file() {
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(cwd.path().join("events.parquet"), b"").unwrap();
+    let out = hunt(&["run", "--input", "events.parquet", "--out", "results"], cwd.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("events.parquet") && err.contains("empty"), "{err}");
+}
+
+#[test]
+fn a_rerun_replaces_the_days_and_leaves_no_temporary_files() {
+    let cwd = tempfile::tempdir().unwrap();
+    let fixtures = shared_fixtures();
+    let args = ["--log-format", "json", "run", "--input", fixtures.to_str().unwrap(), "--out", "results"];
+    let first = hunt(&args, cwd.path());
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let stdout = text(&first.stdout);
+    assert!(stdout.contains("Connections: distinct devices per ActionType and day"), "{stdout}");
+    assert!(stdout.contains("2023-10-18"), "{stdout}");
+    // JSON logs on stderr, one object per line
+    for line in text(&first.stderr).lines() {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(value["level"].is_string());
+    }
+    let before = table_files(&cwd.path().join("results"));
+    let second = hunt(&args, cwd.path());
+    assert!(second.status.success());
+    assert_eq!(table_files(&cwd.path().join("results")), before);
+    let runs = std::fs::read_dir(cwd.path().join("results/MdeTelemetryRuns")).unwrap().count();
+    assert!(runs >= 1);
+    let mut leftovers = Vec::new();
+    let mut stack = vec![cwd.path().join("results")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with(".tmp") {
+                leftovers.push(path);
+            }
+        }
+    }
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn the_default_run_uses_the_bundled_sample() {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = hunt(&["run", "--out", "results"], cwd.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("ConnectionSuccess"), "{stdout}");
+    let record = crate::support::run_record(&cwd.path().join("results"));
+    assert!(record["RowsScanned"].as_u64().unwrap() >= 100_000, "{record:?}");
+    assert!(record["RowsMatchedKql"].as_u64().unwrap() > 1_000);
+    assert!(record["RowsEvadingReferenceQuery"].as_u64().unwrap() > 0);
+}

@@ -1,0 +1,8 @@
+//! Integration tests: one binary, so the crate and its dependencies link once.
+
+mod cli;
+mod formats;
+mod oracle;
+mod parquet_variants;
+mod public_fixtures;
+mod support;
