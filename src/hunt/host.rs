@@ -142,6 +142,15 @@ pub fn normalized_host(remote_url: &str) -> Option<Cow<'_, str>> {
     }
 }
 
+/// The last eight bytes of a name (fewer, zero-padded, for a shorter one) as one integer.
+#[inline]
+fn tail8(bytes: &[u8]) -> u64 {
+    let mut tail = [0u8; 8];
+    let n = bytes.len().min(8);
+    tail[..n].copy_from_slice(&bytes[bytes.len() - n..]);
+    u64::from_le_bytes(tail)
+}
+
 /// A list of hosts: exact names, plus `*.suffix` entries that match any subdomain.
 #[derive(Debug, Clone, Default)]
 pub struct HostList {
@@ -151,10 +160,13 @@ pub struct HostList {
     /// Bitset of suffix lengths, so only the few dots at a plausible distance are looked up.
     suffix_lengths: [u64; 4],
     longest_suffix: usize,
+    short_suffix: bool,
 
-    /// Bitset of the lengths of the exact names (below 256): most RemoteUrl values are rejected
-    /// by their length alone, before hashing.
-    exact_lengths: [u64; 4],
+    /// (length, last eight bytes) of every exact name: most hosts are rejected by this pair
+    /// alone, without hashing or comparing the whole string.
+    exact_fingerprints: FxHashSet<(usize, u64)>,
+    /// Last eight bytes of every suffix entry; `None` when a suffix is shorter than that.
+    suffix_tails: Option<FxHashSet<u64>>,
 }
 
 impl HostList {
@@ -171,21 +183,21 @@ impl HostList {
                     list.suffix_lengths[suffix.len() / 64] |= 1 << (suffix.len() % 64);
                 }
                 list.longest_suffix = list.longest_suffix.max(suffix.len());
+                if suffix.len() >= 8 {
+                    list.suffix_tails.get_or_insert_with(FxHashSet::default).insert(tail8(suffix.as_bytes()));
+                } else {
+                    list.short_suffix = true;
+                }
                 list.suffixes.insert(suffix);
             } else {
-                if entry.len() < 256 {
-                    list.exact_lengths[entry.len() / 64] |= 1 << (entry.len() % 64);
-                }
-                list.exact.insert(entry);
+                list.insert_exact(entry);
             }
         }
         list
     }
 
     fn insert_exact(&mut self, entry: String) {
-        if entry.len() < 256 {
-            self.exact_lengths[entry.len() / 64] |= 1 << (entry.len() % 64);
-        }
+        self.exact_fingerprints.insert((entry.len(), tail8(entry.as_bytes())));
         self.exact.insert(entry);
     }
 
@@ -193,10 +205,14 @@ impl HostList {
         fn has_length(bits: &[u64; 4], n: usize) -> bool {
             n >= 256 || bits[n / 64] & (1 << (n % 64)) != 0
         }
-        if has_length(&self.exact_lengths, host.len()) && self.exact.contains(host) {
+        let tail = tail8(host.as_bytes());
+        if self.exact_fingerprints.contains(&(host.len(), tail)) && self.exact.contains(host) {
             return true;
         }
         if self.suffixes.is_empty() {
+            return false;
+        }
+        if !self.short_suffix && self.suffix_tails.as_ref().is_some_and(|tails| !tails.contains(&tail)) {
             return false;
         }
         // `*.x.com` matches `a.x.com` and `a.b.x.com`, never `x.com` itself: the suffix must
