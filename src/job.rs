@@ -11,7 +11,8 @@ use rayon::prelude::*;
 
 use crate::config::Settings;
 use crate::hunt::Partial;
-use crate::sink::local::LocalStore;
+use crate::sink::local::LocalDir;
+use crate::sink::results::{day_prefix, Results};
 use crate::sink::tables::{self, RunRecord};
 use crate::sink::SinkError;
 use crate::source::{plan_local, ScanOptions, ScanStats, SourceError};
@@ -86,7 +87,7 @@ fn progress_bar(total: u64, enabled: bool) -> ProgressBar {
 pub fn run(request: &RunRequest) -> Result<RunOutcome, (RunError, RunRecord)> {
     let started_at = now_micros();
     let run_id = new_run_id(started_at);
-    let store = LocalStore { root: request.out.clone(), run_id: run_id.clone() };
+    let store = Results::new(Arc::new(LocalDir::new(&request.out)));
     let mut record = RunRecord {
         run_id: run_id.clone(),
         started_at,
@@ -125,15 +126,14 @@ fn scope_json(settings: &Settings) -> serde_json::Value {
     })
 }
 
-fn finish_record(store: &LocalStore, record: &mut RunRecord, started_at: i64) -> Result<(), SinkError> {
+fn finish_record(store: &Results, record: &mut RunRecord, started_at: i64) -> Result<(), SinkError> {
     record.finished_at = now_micros();
     record.durations_ms.insert("total", ((record.finished_at - started_at) / 1000).max(0) as u64);
-    let day = Day::of_micros(started_at);
-    let dir = store.day_dir(tables::RUNS, day);
-    store.write_in(&dir, &format!("run-{}", record.run_id), &record.to_table())
+    let prefix = day_prefix(tables::RUNS, Day::of_micros(started_at));
+    store.write_at(&prefix, &format!("run-{}", record.run_id), &record.to_table())
 }
 
-fn execute(request: &RunRequest, store: &LocalStore, record: &mut RunRecord) -> Result<(Partial, Vec<Day>), RunError> {
+fn execute(request: &RunRequest, store: &Results, record: &mut RunRecord) -> Result<(Partial, Vec<Day>), RunError> {
     let settings = &request.settings;
     let options = ScanOptions {
         window: request.window,

@@ -2,6 +2,8 @@
 //! terminal summary.
 
 pub mod local;
+pub mod results;
+pub mod store;
 pub mod summary;
 pub mod table;
 pub mod tables;
@@ -11,8 +13,10 @@ pub use table::{Cell, ColumnType, Table};
 /// A result that could not be written. Nothing half-written is left visible.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("cannot write `{path}`: {source}")]
-    Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("`{path}` in the results store cannot be read back: {message}")]
+    Decode { path: String, message: String },
     #[error("cannot encode table `{table}`: {message}")]
     Encode { table: String, message: String },
 }

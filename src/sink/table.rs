@@ -7,7 +7,9 @@ use std::sync::Arc;
 use arrow_array::builder::{
     BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Date32Type, Float64Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde_json::{Map, Value};
 
@@ -201,6 +203,46 @@ impl Table {
             arrays.push(array);
         }
         RecordBatch::try_new(self.schema(), arrays).map_err(|e| e.to_string())
+    }
+
+    /// Appends the rows of a batch written by [`Table::to_record_batch`], matching columns by
+    /// name; a column the batch lacks is null in every row.
+    pub fn extend_from_record_batch(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        let mut cells: Vec<Vec<Cell>> = Vec::with_capacity(self.columns.len());
+        for (name, ty) in self.columns {
+            let Some(array) = batch.column_by_name(name) else {
+                cells.push(vec![Cell::Null; batch.num_rows()]);
+                continue;
+            };
+            let want = ty.arrow();
+            let array = if array.data_type() == &want {
+                array.clone()
+            } else {
+                arrow_cast::cast(array, &want).map_err(|e| format!("column `{name}`: {e}"))?
+            };
+            let cell = |row: usize| -> Result<Cell, String> {
+                if array.is_null(row) {
+                    return Ok(Cell::Null);
+                }
+                Ok(match ty {
+                    ColumnType::Text => Cell::Text(array.as_string::<i32>().value(row).to_string()),
+                    ColumnType::Json => Cell::Json(
+                        serde_json::from_str(array.as_string::<i32>().value(row))
+                            .map_err(|e| format!("column `{name}` row {row}: not JSON: {e}"))?,
+                    ),
+                    ColumnType::Int => Cell::Int(array.as_primitive::<Int64Type>().value(row)),
+                    ColumnType::Float => Cell::Float(array.as_primitive::<Float64Type>().value(row)),
+                    ColumnType::Bool => Cell::Bool(array.as_boolean().value(row)),
+                    ColumnType::Day => Cell::Day(Day(array.as_primitive::<Date32Type>().value(row))),
+                    ColumnType::Time => Cell::Time(array.as_primitive::<TimestampMicrosecondType>().value(row)),
+                })
+            };
+            cells.push((0..batch.num_rows()).map(cell).collect::<Result<_, _>>()?);
+        }
+        for row in 0..batch.num_rows() {
+            self.rows.push(cells.iter_mut().map(|column| std::mem::replace(&mut column[row], Cell::Null)).collect());
+        }
+        Ok(())
     }
 
     /// One JSON object per row, keys in column order. Days as `YYYY-MM-DD`, times as ISO 8601

@@ -1,0 +1,147 @@
+//! The result tables in a [`Store`]: `<Table>/day=YYYY-MM-DD/part-0.{parquet,jsonl}`, each
+//! object written whole. Also reads the tables of earlier days back, which is what baselines are
+//! built from.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use super::store::Store;
+use super::{ColumnType, SinkError, Table};
+use crate::time::Day;
+
+/// The one part file of a table-day.
+pub const PART: &str = "part-0";
+
+#[derive(Debug, Clone)]
+pub struct Results {
+    pub store: Arc<dyn Store>,
+}
+
+/// `<table>/day=YYYY-MM-DD/`
+pub fn day_prefix(table: &str, day: Day) -> String {
+    format!("{table}/day={day}/")
+}
+
+impl Results {
+    pub fn new(store: Arc<dyn Store>) -> Results {
+        Results { store }
+    }
+
+    /// Writes one table for one day, as Parquet and JSON lines.
+    pub fn write_day(&self, table: &Table, day: Day) -> Result<(), SinkError> {
+        self.write_at(&day_prefix(table.name, day), PART, table)
+    }
+
+    /// Writes a table as `<prefix><stem>.parquet` and `<prefix><stem>.jsonl`.
+    pub fn write_at(&self, prefix: &str, stem: &str, table: &Table) -> Result<(), SinkError> {
+        let parquet = encode_parquet(table)?;
+        self.store.put(&format!("{prefix}{stem}.parquet"), parquet)?;
+        self.store.put(&format!("{prefix}{stem}.jsonl"), Bytes::from(table.to_jsonl()))?;
+        Ok(())
+    }
+
+    /// A table of one day as written by [`Results::write_day`], or `None` if that day was never
+    /// written. `columns` is the table's current definition: columns the file lacks come back as
+    /// nulls, so history written by an older version still reads.
+    pub fn read_day(
+        &self,
+        name: &'static str,
+        columns: &'static [(&'static str, ColumnType)],
+        day: Day,
+    ) -> Result<Option<Table>, SinkError> {
+        let path = format!("{}{PART}.parquet", day_prefix(name, day));
+        let Some(bytes) = self.store.get(&path)? else { return Ok(None) };
+        decode_parquet(name, columns, bytes).map(Some).map_err(|message| SinkError::Decode { path, message })
+    }
+
+    /// The days a table holds, sorted.
+    pub fn days(&self, table: &str) -> Result<Vec<Day>, SinkError> {
+        let prefix = format!("{table}/day=");
+        let mut days: Vec<Day> = self
+            .store
+            .list(&prefix)?
+            .iter()
+            .filter_map(|path| path[prefix.len()..].split('/').next().and_then(Day::parse))
+            .collect();
+        days.dedup();
+        Ok(days)
+    }
+}
+
+pub fn encode_parquet(table: &Table) -> Result<Bytes, SinkError> {
+    let encode = |message: String| SinkError::Encode { table: table.name.to_string(), message };
+    let batch = table.to_record_batch().map_err(encode)?;
+    let properties = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let mut parquet = Vec::new();
+    let mut writer =
+        ArrowWriter::try_new(&mut parquet, batch.schema(), Some(properties)).map_err(|e| encode(e.to_string()))?;
+    writer.write(&batch).map_err(|e| encode(e.to_string()))?;
+    writer.close().map_err(|e| encode(e.to_string()))?;
+    Ok(Bytes::from(parquet))
+}
+
+fn decode_parquet(
+    name: &'static str,
+    columns: &'static [(&'static str, ColumnType)],
+    bytes: Bytes,
+) -> Result<Table, String> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()).map_err(|e| e.to_string())?;
+    let mut table = Table::new(name, columns);
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        table.extend_from_record_batch(&batch)?;
+    }
+    Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::local::LocalDir;
+    use crate::sink::Cell;
+
+    const COLUMNS: &[(&str, ColumnType)] = &[
+        ("Day", ColumnType::Day),
+        ("Name", ColumnType::Text),
+        ("Count", ColumnType::Int),
+        ("Score", ColumnType::Float),
+        ("Flag", ColumnType::Bool),
+        ("At", ColumnType::Time),
+        ("Extra", ColumnType::Json),
+    ];
+
+    #[test]
+    fn tables_round_trip_through_the_store_and_list_their_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = Results::new(Arc::new(LocalDir::new(dir.path())));
+        let day = Day::parse("2026-11-02").unwrap();
+        let mut table = Table::new("T", COLUMNS);
+        table.push(vec![
+            Cell::Day(day),
+            Cell::from("a"),
+            Cell::Int(3),
+            Cell::Float(-1.5),
+            Cell::Bool(true),
+            Cell::Time(1_700_000_000_123_456),
+            Cell::Json(serde_json::json!({"k": [1, 2]})),
+        ]);
+        table.push(vec![Cell::Null; COLUMNS.len()]);
+        results.write_day(&table, day).unwrap();
+        results.write_day(&Table::new("T", COLUMNS), day.prev()).unwrap();
+
+        assert_eq!(results.read_day("T", COLUMNS, day).unwrap().unwrap(), table);
+        assert_eq!(results.read_day("T", COLUMNS, day.next()).unwrap(), None);
+        assert_eq!(results.days("T").unwrap(), vec![day.prev(), day]);
+        assert_eq!(results.days("Other").unwrap(), vec![]);
+
+        // a newer definition with one more column reads old files, the new column as nulls
+        const WIDER: &[(&str, ColumnType)] = &[("Name", ColumnType::Text), ("New", ColumnType::Int)];
+        let wider = results.read_day("T", WIDER, day).unwrap().unwrap();
+        assert_eq!(wider.rows, vec![vec![Cell::from("a"), Cell::Null], vec![Cell::Null, Cell::Null]]);
+    }
+}
