@@ -16,6 +16,7 @@ pub const DAILY: &str = "MdeTelemetryDaily";
 pub const HOSTS: &str = "MdeTelemetryHosts";
 pub const PROCESSES: &str = "MdeTelemetryProcesses";
 pub const RUNS: &str = "MdeTelemetryRuns";
+pub const FINDINGS: &str = "MdeTelemetryFindings";
 
 pub const DAILY_COLUMNS: &[(&str, T)] =
     &[("Day", T::Day), ("ActionType", T::Text), ("Connections", T::Int), ("Events", T::Int), ("MatchMode", T::Text)];
@@ -42,6 +43,44 @@ pub const PROCESSES_COLUMNS: &[(&str, T)] = &[
     ("Events", T::Int),
     ("Expected", T::Bool),
     ("ExpectedBy", T::Text),
+];
+
+/// One row per finding (DESIGN §4). The detectors fill it; the Sentinel table, the workbook and
+/// the analytics rule read it, so a change here is a change of their schema too.
+pub const FINDINGS_COLUMNS: &[(&str, T)] = &[
+    ("Day", T::Day),
+    // Stable hash of FindingType + key + Day: the same finding on a re-run has the same id.
+    ("FindingId", T::Text),
+    ("RunId", T::Text),
+    ("FindingType", T::Text),
+    // Informational, Low, Medium or High (the Sentinel rule severities).
+    ("Severity", T::Text),
+    ("RemoteHost", T::Text),
+    ("ActionType", T::Text),
+    ("InitiatingProcessFileName", T::Text),
+    ("InitiatingProcessFolderPath", T::Text),
+    ("InitiatingProcessSHA1", T::Text),
+    ("InitiatingProcessVersionInfoCompanyName", T::Text),
+    ("RemotePort", T::Int),
+    ("DeviceCount", T::Int),
+    // Capped lists; DeviceCount is the full count.
+    ("DeviceIds", T::Json),
+    ("DeviceNames", T::Json),
+    ("Observed", T::Float),
+    ("Baseline", T::Float),
+    ("Score", T::Float),
+    ("Threshold", T::Float),
+    // +1 a rise, -1 a drop, 0 where a direction means nothing.
+    ("Direction", T::Int),
+    ("Method", T::Text),
+    ("Params", T::Json),
+    // Daily arrays (days, observed, baseline, score) so a chart needs no raw data.
+    ("Series", T::Json),
+    ("Description", T::Text),
+    // Comma-separated MITRE ATT&CK tactics (e.g. CommandAndControl,Exfiltration) and techniques (T1071).
+    ("Tactics", T::Text),
+    ("Techniques", T::Text),
+    ("EvidenceUri", T::Text),
 ];
 
 pub const RUNS_COLUMNS: &[(&str, T)] = &[
