@@ -120,3 +120,5 @@ PY
 
 echo "== hadolint"
 "$tools/iac/bin/hadolint" container/Dockerfile && echo "container/Dockerfile: clean"
+
+echo "== infra: every check passed in ${SECONDS}s"
