@@ -44,7 +44,8 @@ mkdir -p "$work/context/work" "$work/out" "$work/host-out"
 cp "$binary" "$work/context/telemetry-hunt"
 cp /etc/ssl/certs/ca-certificates.crt "$work/context/"
 started=$(date +%s%N)
-buildah "${storage[@]}" bud --quiet --isolation chroot --pull-never --build-arg BINARY_STAGE=prebuilt \
+# --layers --force-rm: without them buildah 1.28 leaves the `FROM ${BINARY_STAGE}` stage behind as a container.
+buildah "${storage[@]}" bud --quiet --isolation chroot --pull-never --layers --force-rm --build-arg BINARY_STAGE=prebuilt \
   -f container/Dockerfile -t "$tag" "$work/context" >/dev/null
 build_ms=$((($(date +%s%N) - started) / 1000000))
 config=$(buildah "${storage[@]}" inspect --type image --format '{{.OCIv1.Config.User}} {{.OCIv1.Config.Entrypoint}} {{.OCIv1.Config.Cmd}}' "$tag")
