@@ -79,6 +79,12 @@ pub enum Command {
         after_help = "Examples:\n  telemetry-hunt config > telemetry-hunt.toml     # every default, ready to edit\n  telemetry-hunt config --config mine.toml       # check a file and see what it resolves to"
     )]
     Config(ConfigArgs),
+    /// Print the Sentinel schema of the result tables as JSON: the DCR stream declarations and
+    /// the Log Analytics custom table definitions the infra deploys.
+    #[command(
+        after_help = "Examples:\n  telemetry-hunt schema > infra/schema/tables.json     # what Bicep and Terraform load\n  telemetry-hunt schema | jq '.tables[].name'\n\nEach table <T> becomes the custom table <T>_CL (TimeGenerated + its columns) fed by the DCR stream\nCustom-<T>_CL (EventTime + its columns); the DCR transform turns EventTime into TimeGenerated."
+    )]
+    Schema,
 }
 
 #[derive(Debug, Args)]
@@ -256,6 +262,10 @@ pub fn execute(cli: &Cli) -> Result<(), CliError> {
             let text = toml::to_string_pretty(&config)
                 .map_err(|e| CliError::Usage(format!("the configuration cannot be printed as TOML: {e}")))?;
             print!("{text}");
+            Ok(())
+        }
+        Command::Schema => {
+            print!("{}", crate::sink::schema::render().map_err(CliError::Usage)?);
             Ok(())
         }
         Command::Sample(args) => {

@@ -1,8 +1,9 @@
-//! Where results go: the results store (tables per UTC day, Parquet and JSON lines) and the
-//! terminal summary.
+//! Where results go: the results store (tables per UTC day, Parquet and JSON lines), their
+//! Sentinel schema and the terminal summary.
 
 pub mod local;
 pub mod results;
+pub mod schema;
 pub mod store;
 pub mod summary;
 pub mod table;

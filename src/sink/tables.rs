@@ -120,6 +120,37 @@ pub const RUNS_COLUMNS: &[(&str, T)] = &[
     ("Version", T::Text),
 ];
 
+/// A result table as the results store and Sentinel know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableDef {
+    pub name: &'static str,
+    pub columns: &'static [(&'static str, T)],
+    /// The columns that identify a row (the table's grain). A re-run re-sends rows with the same
+    /// key, so readers keep the newest row per key.
+    pub key: &'static [&'static str],
+}
+
+/// Every result table. The results store, the Sentinel custom tables, the DCR streams and the
+/// `schema` command all follow this list: a table added here is deployed and sent everywhere.
+pub const TABLES: &[TableDef] = &[
+    TableDef { name: DAILY, columns: DAILY_COLUMNS, key: &["Day", "ActionType"] },
+    TableDef { name: HOSTS, columns: HOSTS_COLUMNS, key: &["Day", "RemoteHost", "ActionType"] },
+    TableDef {
+        name: PROCESSES,
+        columns: PROCESSES_COLUMNS,
+        key: &[
+            "Day",
+            "RemoteHost",
+            "InitiatingProcessFileName",
+            "InitiatingProcessFolderPath",
+            "InitiatingProcessVersionInfoCompanyName",
+            "ExpectedBy",
+        ],
+    },
+    TableDef { name: FINDINGS, columns: FINDINGS_COLUMNS, key: &["FindingId"] },
+    TableDef { name: RUNS, columns: RUNS_COLUMNS, key: &["RunId"] },
+];
+
 /// The reference table for one day: (ActionType → distinct devices, events).
 pub fn daily(partial: &Partial, mode: MatchMode, day: Day) -> Table {
     let mut table = Table::new(DAILY, DAILY_COLUMNS);
@@ -262,5 +293,28 @@ impl RunRecord {
             Cell::from(env!("CARGO_PKG_VERSION")),
         ]);
         table
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_is_listed_once_and_keyed_by_its_own_columns() {
+        let mut names: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names, [DAILY, FINDINGS, HOSTS, PROCESSES, RUNS]);
+        for table in TABLES {
+            assert!(!table.key.is_empty(), "{}", table.name);
+            for key in table.key {
+                assert!(
+                    table.columns.iter().any(|(name, _)| name == key),
+                    "{}: key `{key}` is not a column",
+                    table.name
+                );
+            }
+        }
     }
 }

@@ -21,7 +21,7 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn help_explains_every_command_with_examples() {
     let cwd = tempfile::tempdir().unwrap();
-    for args in [&["--help"][..], &["run", "--help"], &["sample", "--help"]] {
+    for args in [&["--help"][..], &["run", "--help"], &["sample", "--help"], &["schema", "--help"]] {
         let out = hunt(args, cwd.path());
         assert!(out.status.success(), "{args:?}");
         let help = text(&out.stdout);

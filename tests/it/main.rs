@@ -2,6 +2,7 @@
 
 mod cli;
 mod formats;
+mod infra;
 mod oracle;
 mod parquet_variants;
 mod public_fixtures;
