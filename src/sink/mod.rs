@@ -1,7 +1,10 @@
-//! Where results go: the results store (tables per UTC day, Parquet and JSON lines) and the
-//! terminal summary.
+//! Where results go: the results store (tables per UTC day, Parquet and JSON lines, on a local
+//! folder or a blob container, published by commit under a lock) and the terminal summary.
 
+pub mod blob;
+pub mod commit;
 pub mod local;
+pub mod lock;
 pub mod results;
 pub mod store;
 pub mod summary;
