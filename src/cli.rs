@@ -346,3 +346,17 @@ pub fn execute(cli: &Cli) -> Result<(), CliError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nightly_window_is_yesterday_and_the_days_it_reprocesses() {
+        let today = Day::parse("2026-12-03").unwrap();
+        let day = |text| Day::parse(text).unwrap();
+        assert_eq!(nightly_window(today, 0), (day("2026-12-02"), day("2026-12-02")));
+        assert_eq!(nightly_window(today, 1), (day("2026-12-01"), day("2026-12-02")));
+        assert_eq!(nightly_window(Day::parse("2027-01-01").unwrap(), 2), (day("2026-12-29"), day("2026-12-31")));
+    }
+}

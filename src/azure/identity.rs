@@ -89,7 +89,7 @@ impl IdentityKind {
             }
             IdentityKind::AzureCli => "run `az login` (and `az account set --subscription …`) first",
             IdentityKind::DeveloperTools => "run `az login` or `azd auth login` first",
-            IdentityKind::Emulator => "the emulator needs no token",
+            IdentityKind::Emulator => "the emulator signs with its shared key and needs no credential",
         }
     }
 }
@@ -106,14 +106,14 @@ pub struct IdentitySettings {
     pub retry_timeout: Duration,
 }
 
-/// A token request that failed. Names the credential and what to fix, never a token.
+/// A credential that could not be set up, or a token request that failed. Names the credential
+/// and what to fix, never a token.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot get a token for {scope} from the {via}: {message}; {fix}")]
-pub struct IdentityError {
-    pub scope: String,
-    pub via: String,
-    pub message: String,
-    pub fix: &'static str,
+pub enum IdentityError {
+    #[error("cannot set up the {via}: {message}; {fix}")]
+    Setup { via: String, message: String, fix: &'static str },
+    #[error("cannot get a token for {scope} from the {via}: {message}; {fix}")]
+    Token { scope: String, via: String, message: String, fix: &'static str },
 }
 
 /// The built credential. Cheap to clone; every clone shares one token cache.
@@ -152,8 +152,7 @@ impl Identity {
     /// Builds the credential. Reads the environment the credential needs (for a managed
     /// identity `IDENTITY_ENDPOINT`/`IDENTITY_HEADER`), asks for no token yet.
     pub fn build(settings: &IdentitySettings) -> Result<Identity, IdentityError> {
-        let failed = |e: azure_core::Error| IdentityError {
-            scope: "any scope".into(),
+        let failed = |e: azure_core::Error| IdentityError::Setup {
             via: describe(settings),
             message: e.to_string(),
             fix: settings.kind.fix(),
@@ -204,14 +203,14 @@ impl Identity {
     /// it has more than five minutes left.
     pub async fn bearer(&self, scope: &str) -> Result<BearerToken, IdentityError> {
         let Some(credential) = &self.credential else {
-            return Err(IdentityError {
+            return Err(IdentityError::Token {
                 scope: scope.into(),
                 via: self.describe(),
                 message: "the emulator identity has no Entra ID tokens".into(),
                 fix: "use a real identity (`azure.identity`) for this service",
             });
         };
-        let token = credential.get_token(&[scope], None).await.map_err(|e| IdentityError {
+        let token = credential.get_token(&[scope], None).await.map_err(|e| IdentityError::Token {
             scope: scope.into(),
             via: self.describe(),
             message: e.to_string(),
@@ -252,8 +251,13 @@ fn describe(settings: &IdentitySettings) -> String {
 }
 
 /// The shared key of the emulator, the same for every request.
-#[derive(Debug)]
 struct EmulatorKey(Arc<AzureCredential>);
+
+impl fmt::Debug for EmulatorKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EmulatorKey(<the emulator's published key>)")
+    }
+}
 
 #[async_trait::async_trait]
 impl CredentialProvider for EmulatorKey {
@@ -317,6 +321,8 @@ mod tests {
         let debug = format!("{identity:?}");
         assert!(debug.contains("Emulator") && debug.contains("11111111-2222"), "{debug}");
         assert!(!debug.contains(EMULATOR_KEY));
+        let provider = format!("{:?}", identity.storage_credential());
+        assert_eq!(provider, "EmulatorKey(<the emulator's published key>)");
         let token = BearerToken(azure_core::credentials::Secret::new("eyJ-secret-value"));
         assert_eq!(format!("{token:?}"), "BearerToken(<redacted>)");
         assert_eq!(token.header_value(), "Bearer eyJ-secret-value");

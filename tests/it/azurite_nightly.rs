@@ -572,6 +572,28 @@ fn a_nightly_run_of_the_streaming_export_writes_every_table_to_the_results_conta
     assert_eq!(day_tables(&again), day_tables(&files));
     assert_eq!(run_records(&again).len(), 2);
     assert_eq!(again.len(), files.len() + 2);
+
+    // a blob that arrives late (an event of the first day, received in the last day's first
+    // hour) is picked up by the next run, which hunts the earlier day again
+    let late = Event {
+        day: d.first,
+        time: "23:50:00",
+        device: "dev-d",
+        action: "ConnectionSuccess",
+        url: "winatp-gw-weu.microsoft.com",
+        port: 443,
+        process: "MsSense.exe",
+        folder: MDE,
+    };
+    let name = format!("tenantId=4b8c18bd-2f9f-4227-af55-9f1061cf9c32/{}/h=00/m=00/PT1H.json", day_folder(d.last));
+    upload(
+        &container_client(&setup.endpoint, &record_source(&setup), None),
+        &[(name, late.streaming_line("t").into_bytes())],
+    );
+    run_ok(setup.dir.path());
+    let late_files = objects(&setup.results);
+    assert_eq!(daily_rows(&late_files)[1], (d1.clone(), "ConnectionSuccess".into(), 3, 3));
+    assert_eq!(daily_rows(&late_files)[2], daily_rows(&files)[2], "the last day is unchanged");
 }
 
 fn record_source(setup: &Setup) -> String {
