@@ -91,8 +91,9 @@ fn probe_source(azure: &Azure, location: &BlobLocation) -> Probe {
     let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
     let listing = container.block_on(container.store.list_with_delimiter(prefix.as_ref()));
     let outcome = match listing {
-        Ok(listing) if listing.objects.is_empty() && listing.common_prefixes.is_empty() => Err(format!(
-            "the source is empty: nothing under {}; check `source.blob.prefix` and that the export writes here",
+        // Empty is not yet wrong: the streaming export can take a day to write its first blob.
+        Ok(listing) if listing.objects.is_empty() && listing.common_prefixes.is_empty() => Ok(format!(
+            "nothing under {} yet; an export can take up to 24 hours to write its first blob. If it has been longer, check `source.blob.prefix` and the export's destination",
             location.url()
         )),
         Ok(listing) => Ok(format!(

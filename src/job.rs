@@ -254,6 +254,9 @@ fn execute(
     record.files = plan.files.len();
     record.files_skipped = plan.skipped_files.len();
     record.bytes = plan.bytes;
+    if plan.files.is_empty() {
+        tracing::warn!(source = %record.sources.join(", "), "The source has no input files for this run; the days of its window get empty tables.");
+    }
     for path in &plan.skipped_files {
         tracing::warn!(path = %path.display(), "Skipped a file that is not Parquet, JSON lines or CSV by its extension.");
     }

@@ -241,7 +241,8 @@ pub fn full_message(error: &(dyn std::error::Error + 'static)) -> String {
 /// `role` is the data role the operation needs (`Storage Blob Data Reader` to read sources,
 /// `… Contributor` to write results).
 pub fn explain(error: &object_store::Error, location: &BlobLocation, identity: &Identity, role: &str) -> String {
-    let detail = full_message(error);
+    // The service's XML error body spans lines; one line reads better in logs and run records.
+    let detail = full_message(error).split_whitespace().collect::<Vec<_>>().join(" ");
     let account = &location.account;
     let container = &location.container;
     let endpoint = &location.endpoint;

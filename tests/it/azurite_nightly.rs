@@ -802,6 +802,13 @@ fn check_probes_the_source_the_results_and_says_what_to_fix() {
     }
     assert!(objects(&setup.results).is_empty(), "the probe object is deleted");
 
+    // an empty source is not an error yet (an export can take a day to start), but it is said
+    let empty = blob_config(&setup.endpoint, &setup.results_name, "auto", &setup.results_name, "");
+    std::fs::write(setup.dir.path().join("empty.toml"), empty).unwrap();
+    let out = hunt(&["check", "--config", "empty.toml"], setup.dir.path(), &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success() && stdout.contains("yet; an export can take up to 24 hours"), "{stdout}");
+
     // a results container that does not exist, a source endpoint with nothing listening
     let dead = format!("http://127.0.0.1:{}/devstoreaccount1", crate::azurite_support::free_port());
     let config = blob_config(&dead, "events", "auto", "no-such-results", "").replacen(
