@@ -6,10 +6,14 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::azure::identity::{IdentityKind, IdentitySettings, EMULATOR_ACCOUNT, EMULATOR_ENDPOINT};
+use crate::azure::{BlobLocation, Transport};
 use crate::hunt::host::{HostMatcher, MatchMode};
+use crate::source::blob::{BlobLayout, BlobSource};
 
 /// The 19 hosts of Microsoft's "Defender for Endpoint Telemetry" hunting query.
 pub const REFERENCE_HOSTS: [&str; 19] = [
@@ -130,6 +134,8 @@ pub struct Config {
     pub exclusions: Vec<ExclusionRule>,
     /// Processes that are expected to talk to the telemetry hosts.
     pub expected_processes: Vec<ExpectedProcess>,
+    /// The identity every Azure call uses, and the retries and timeouts of those calls.
+    pub azure: AzureConfig,
 }
 
 impl Default for Config {
@@ -144,30 +150,127 @@ impl Default for Config {
             scope: ScopeConfig::default(),
             exclusions: default_exclusions(),
             expected_processes: default_expected_processes(),
+            azure: AzureConfig::default(),
         }
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
     /// Local files or folders (searched recursively): Parquet, JSON lines (`.gz` too), portal CSV.
     pub inputs: Vec<PathBuf>,
+    /// Read events from a blob container instead of local files.
+    pub blob: Option<BlobSourceConfig>,
+    /// A nightly run (a blob source without `--from/--to`) hunts yesterday (UTC) and this many
+    /// days before it again, so events that arrive late are counted.
+    pub reprocess_days: u32,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig { inputs: Vec::new(), blob: None, reprocess_days: 1 }
+    }
+}
+
+/// A blob container of events. No keys or SAS tokens: requests are signed by `[azure]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobSourceConfig {
+    /// The storage account name; optional when `endpoint` names it.
+    pub account: Option<String>,
+    /// The blob endpoint, default `https://<account>.blob.core.windows.net` (Azurite:
+    /// `http://127.0.0.1:10000/devstoreaccount1`).
+    pub endpoint: Option<String>,
+    /// e.g. `insights-logs-advancedhunting-devicenetworkevents` or `am-devicenetworkevents`.
+    pub container: String,
+    /// A folder in the container; empty for all of it.
+    pub prefix: String,
+    /// `auto`, `parquet`, `defender-streaming` or `log-analytics-export`.
+    pub layout: BlobLayout,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
-    /// The results folder.
+    /// The results folder, when `[output.blob]` is not set.
     pub dir: PathBuf,
     /// How many malformed rows are kept as samples in the run record.
     pub reject_samples: usize,
+    /// Keep results (and history) in a blob container instead of `dir`.
+    pub blob: Option<BlobResultsConfig>,
+    /// How long the results store's lock outlives a run that stopped renewing it (was killed);
+    /// a live run renews it every third of this.
+    pub lock_ttl_seconds: u64,
 }
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        OutputConfig { dir: PathBuf::from("out"), reject_samples: 20 }
+        OutputConfig { dir: PathBuf::from("out"), reject_samples: 20, blob: None, lock_ttl_seconds: 600 }
     }
+}
+
+/// The results container. No keys or SAS tokens: requests are signed by `[azure]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobResultsConfig {
+    pub account: Option<String>,
+    pub endpoint: Option<String>,
+    pub container: String,
+    pub prefix: String,
+}
+
+/// The Azure identity and transport.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AzureConfig {
+    /// `managed-identity` (Azure Container Apps, App Service, VMs), `workload-identity` (AKS),
+    /// `azure-cli` or `developer-tools` (a workstation's `az login`), `emulator` (Azurite).
+    pub identity: IdentityKind,
+    /// The client id of a user-assigned managed identity (absent: the system-assigned one), or
+    /// of the workload identity's application (absent: `AZURE_CLIENT_ID`).
+    pub client_id: Option<String>,
+    /// Workload identity only: the tenant (absent: `AZURE_TENANT_ID`).
+    pub tenant_id: Option<String>,
+    /// Retries of a failed request (5xx, 429, broken connections), with jittered backoff.
+    pub max_retries: u32,
+    /// No retry starts this long after the first attempt.
+    pub retry_timeout_seconds: u64,
+    pub connect_timeout_seconds: u64,
+    /// One whole request, including a streamed body.
+    pub request_timeout_seconds: u64,
+}
+
+impl Default for AzureConfig {
+    fn default() -> Self {
+        AzureConfig {
+            identity: IdentityKind::ManagedIdentity,
+            client_id: None,
+            tenant_id: None,
+            max_retries: 4,
+            retry_timeout_seconds: 120,
+            connect_timeout_seconds: 10,
+            request_timeout_seconds: 900,
+        }
+    }
+}
+
+/// Environment variables that override the configuration file, for the container.
+pub mod env {
+    pub const SOURCE_ACCOUNT: &str = "TELEMETRY_HUNT_SOURCE_ACCOUNT";
+    pub const SOURCE_ENDPOINT: &str = "TELEMETRY_HUNT_SOURCE_ENDPOINT";
+    pub const SOURCE_CONTAINER: &str = "TELEMETRY_HUNT_SOURCE_CONTAINER";
+    pub const SOURCE_PREFIX: &str = "TELEMETRY_HUNT_SOURCE_PREFIX";
+    pub const SOURCE_LAYOUT: &str = "TELEMETRY_HUNT_SOURCE_LAYOUT";
+    pub const RESULTS_ACCOUNT: &str = "TELEMETRY_HUNT_RESULTS_ACCOUNT";
+    pub const RESULTS_ENDPOINT: &str = "TELEMETRY_HUNT_RESULTS_ENDPOINT";
+    pub const RESULTS_CONTAINER: &str = "TELEMETRY_HUNT_RESULTS_CONTAINER";
+    pub const RESULTS_PREFIX: &str = "TELEMETRY_HUNT_RESULTS_PREFIX";
+    pub const IDENTITY: &str = "TELEMETRY_HUNT_IDENTITY";
+    pub const CLIENT_ID: &str = "TELEMETRY_HUNT_CLIENT_ID";
+    pub const TENANT_ID: &str = "TELEMETRY_HUNT_TENANT_ID";
+    pub const REPROCESS_DAYS: &str = "TELEMETRY_HUNT_REPROCESS_DAYS";
+    pub const LOCK_TTL_SECONDS: &str = "TELEMETRY_HUNT_LOCK_TTL_SECONDS";
 }
 
 /// Device scoping. Empty include lists mean "everything".
@@ -397,7 +500,76 @@ impl Config {
             device_names_include: self.scope.device_names_include.iter().map(|s| s.to_ascii_lowercase()).collect(),
             device_names_exclude: self.scope.device_names_exclude.iter().map(|s| s.to_ascii_lowercase()).collect(),
         };
+        let identity = self.validate_azure()?;
+        let source_blob = match &self.source.blob {
+            None => None,
+            Some(_) if !self.source.inputs.is_empty() => {
+                return Err(invalid(
+                    "source",
+                    "both `inputs` (local files) and `[source.blob]` are set; keep one of them".into(),
+                ))
+            }
+            Some(blob) => Some(BlobSource {
+                location: blob_location(
+                    "source.blob",
+                    &blob.account,
+                    &blob.endpoint,
+                    &blob.container,
+                    &blob.prefix,
+                    identity.kind,
+                )?,
+                layout: blob.layout,
+            }),
+        };
+        let results_blob = match &self.output.blob {
+            None => None,
+            Some(blob) => Some(blob_location(
+                "output.blob",
+                &blob.account,
+                &blob.endpoint,
+                &blob.container,
+                &blob.prefix,
+                identity.kind,
+            )?),
+        };
+        if self.source.reprocess_days > 31 {
+            return Err(invalid(
+                "source.reprocess_days",
+                "at most 31 days; a longer range is a backfill: pass `--from` and `--to`".into(),
+            ));
+        }
+        if !(1..=86_400).contains(&self.output.lock_ttl_seconds) {
+            return Err(invalid(
+                "output.lock_ttl_seconds",
+                "between 1 and 86400 seconds; it must exceed a pause of the job (e.g. a slow request), so keep minutes"
+                    .into(),
+            ));
+        }
+        let a = &self.azure;
+        for (field, value) in [
+            ("azure.retry_timeout_seconds", a.retry_timeout_seconds),
+            ("azure.connect_timeout_seconds", a.connect_timeout_seconds),
+            ("azure.request_timeout_seconds", a.request_timeout_seconds),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be at least 1 second".into()));
+            }
+        }
+        if a.max_retries > 20 {
+            return Err(invalid("azure.max_retries", "at most 20; every retry waits longer".into()));
+        }
         Ok(Settings {
+            source_blob,
+            results_blob,
+            reprocess_days: self.source.reprocess_days,
+            identity,
+            transport: Transport {
+                max_retries: a.max_retries as usize,
+                retry_timeout: Duration::from_secs(a.retry_timeout_seconds),
+                connect_timeout: Duration::from_secs(a.connect_timeout_seconds),
+                request_timeout: Duration::from_secs(a.request_timeout_seconds),
+            },
+            lock_ttl: Duration::from_secs(self.output.lock_ttl_seconds),
             match_mode: self.match_mode,
             time_column: self.time_column,
             hosts: HostMatcher::new(&self.reference_hosts, self.extra_hosts.iter().map(String::as_str)),
@@ -410,9 +582,198 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Applies the `TELEMETRY_HUNT_*` overrides of [`env`]; `lookup` reads one variable (the
+    /// process environment in the binary, a map in tests). Empty values count as unset.
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let invalid = |name: &str, message: String| ConfigError::Invalid { field: name.into(), message };
+        let set = |field: &mut String, name: &str| get(name).into_iter().for_each(|v| *field = v);
+        let set_some = |field: &mut Option<String>, name: &str| get(name).into_iter().for_each(|v| *field = Some(v));
+        let source_keys =
+            [env::SOURCE_ACCOUNT, env::SOURCE_ENDPOINT, env::SOURCE_CONTAINER, env::SOURCE_PREFIX, env::SOURCE_LAYOUT];
+        if source_keys.iter().any(|k| get(k).is_some()) {
+            let blob = self.source.blob.get_or_insert_with(BlobSourceConfig::default);
+            set_some(&mut blob.account, env::SOURCE_ACCOUNT);
+            set_some(&mut blob.endpoint, env::SOURCE_ENDPOINT);
+            set(&mut blob.container, env::SOURCE_CONTAINER);
+            set(&mut blob.prefix, env::SOURCE_PREFIX);
+            if let Some(v) = get(env::SOURCE_LAYOUT) {
+                blob.layout = BlobLayout::parse(&v).ok_or_else(|| {
+                    invalid(
+                        env::SOURCE_LAYOUT,
+                        format!("`{v}` is not a layout; use auto, parquet, defender-streaming or log-analytics-export"),
+                    )
+                })?;
+            }
+        }
+        let results_keys = [env::RESULTS_ACCOUNT, env::RESULTS_ENDPOINT, env::RESULTS_CONTAINER, env::RESULTS_PREFIX];
+        if results_keys.iter().any(|k| get(k).is_some()) {
+            let blob = self.output.blob.get_or_insert_with(BlobResultsConfig::default);
+            set_some(&mut blob.account, env::RESULTS_ACCOUNT);
+            set_some(&mut blob.endpoint, env::RESULTS_ENDPOINT);
+            set(&mut blob.container, env::RESULTS_CONTAINER);
+            set(&mut blob.prefix, env::RESULTS_PREFIX);
+        }
+        if let Some(v) = get(env::IDENTITY) {
+            self.azure.identity = IdentityKind::parse(&v).ok_or_else(|| {
+                invalid(env::IDENTITY, format!("`{v}` is not an identity; use managed-identity, workload-identity, azure-cli, developer-tools or emulator"))
+            })?;
+        }
+        set_some(&mut self.azure.client_id, env::CLIENT_ID);
+        set_some(&mut self.azure.tenant_id, env::TENANT_ID);
+        if let Some(v) = get(env::REPROCESS_DAYS) {
+            self.source.reprocess_days =
+                v.parse().map_err(|_| invalid(env::REPROCESS_DAYS, format!("`{v}` is not a number of days")))?;
+        }
+        if let Some(v) = get(env::LOCK_TTL_SECONDS) {
+            self.output.lock_ttl_seconds =
+                v.parse().map_err(|_| invalid(env::LOCK_TTL_SECONDS, format!("`{v}` is not a number of seconds")))?;
+        }
+        Ok(())
+    }
+
+    fn validate_azure(&self) -> Result<IdentitySettings, ConfigError> {
+        let a = &self.azure;
+        let invalid = |field: &str, message: String| ConfigError::Invalid { field: field.into(), message };
+        if let Some(id) = &a.client_id {
+            if !is_guid(id) {
+                return Err(invalid("azure.client_id", format!("`{id}` is not a client id (a GUID such as 00000000-0000-0000-0000-000000000000); take it from the identity's overview page")));
+            }
+            if !matches!(a.identity, IdentityKind::ManagedIdentity | IdentityKind::WorkloadIdentity) {
+                return Err(invalid(
+                    "azure.client_id",
+                    format!(
+                        "only a managed or workload identity takes a client id, not `{}`; remove it",
+                        a.identity.as_str()
+                    ),
+                ));
+            }
+        }
+        if let Some(tenant) = &a.tenant_id {
+            if a.identity != IdentityKind::WorkloadIdentity {
+                return Err(invalid("azure.tenant_id", "only a workload identity takes a tenant id; remove it".into()));
+            }
+            if tenant.is_empty() || !tenant.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+                return Err(invalid("azure.tenant_id", format!("`{tenant}` is not a tenant id or domain")));
+            }
+        }
+        Ok(IdentitySettings {
+            kind: a.identity,
+            client_id: a.client_id.clone(),
+            tenant_id: a.tenant_id.clone(),
+            max_retries: a.max_retries,
+            retry_timeout: Duration::from_secs(a.retry_timeout_seconds),
+        })
+    }
+}
+
+fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups.iter().all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Checks a container's settings and resolves the endpoint and account. Pure: no I/O.
+fn blob_location(
+    section: &str,
+    account: &Option<String>,
+    endpoint: &Option<String>,
+    container: &str,
+    prefix: &str,
+    identity: IdentityKind,
+) -> Result<BlobLocation, ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid { field: format!("{section}.{key}"), message };
+    let emulator = identity == IdentityKind::Emulator;
+    if container.is_empty() {
+        return Err(invalid("container", "is required: the name of the blob container".into()));
+    }
+    let container_ok = (3..=63).contains(&container.len())
+        && container.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !container.starts_with('-')
+        && !container.ends_with('-')
+        && !container.contains("--");
+    if !container_ok {
+        return Err(invalid("container", format!("`{container}` is not a container name: 3 to 63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit")));
+    }
+    let account_ok =
+        |a: &str| (3..=24).contains(&a.len()) && a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if let Some(a) = account {
+        if !account_ok(a) {
+            return Err(invalid(
+                "account",
+                format!("`{a}` is not a storage account name: 3 to 24 lowercase letters and digits"),
+            ));
+        }
+    }
+    let endpoint = match endpoint {
+        Some(text) => {
+            let url = url::Url::parse(text).map_err(|e| {
+                invalid("endpoint", format!("`{text}` is not a URL ({e}); e.g. https://contoso.blob.core.windows.net"))
+            })?;
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(invalid("endpoint", "a query string (SAS token) is not allowed: the job signs requests with its identity (`[azure]`); remove everything from `?`".into()));
+            }
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(invalid("endpoint", "credentials in the URL are not allowed; remove them".into()));
+            }
+            match url.scheme() {
+                "https" => {}
+                "http" if emulator => {}
+                "http" => return Err(invalid("endpoint", "plain http is only for the Azurite emulator (`azure.identity = \"emulator\"`): tokens are never sent unencrypted; use https".into())),
+                other => return Err(invalid("endpoint", format!("`{other}` is not http or https"))),
+            }
+            if url.host_str().is_none() {
+                return Err(invalid("endpoint", format!("`{text}` has no host")));
+            }
+            text.trim_end_matches('/').to_string()
+        }
+        None if emulator => EMULATOR_ENDPOINT.to_string(),
+        None => match account {
+            Some(a) => format!("https://{a}.blob.core.windows.net"),
+            None => return Err(invalid("account", "is required (or an `endpoint` that names the account)".into())),
+        },
+    };
+    let account = match account {
+        Some(a) => a.clone(),
+        None => account_from_endpoint(&endpoint)
+            .filter(|a| account_ok(a))
+            .or(emulator.then(|| EMULATOR_ACCOUNT.to_string()))
+            .ok_or_else(|| {
+                invalid("account", format!("cannot tell the storage account from `{endpoint}`; set `account`"))
+            })?,
+    };
+    let prefix = prefix.trim_matches('/');
+    if prefix.split('/').any(|part| part == ".." || part == ".") || prefix.contains("//") {
+        return Err(invalid("prefix", format!("`{prefix}` is not a folder path (no `.`, `..` or empty parts)")));
+    }
+    Ok(BlobLocation { account, endpoint, container: container.to_string(), prefix: prefix.to_string() })
+}
+
+/// `https://<account>.blob.core…` names the account in its host; Azurite's path-style
+/// `http://127.0.0.1:10000/<account>` in its first path segment.
+fn account_from_endpoint(endpoint: &str) -> Option<String> {
+    let url = url::Url::parse(endpoint).ok()?;
+    let host = url.host_str()?;
+    if let Some((account, rest)) = host.split_once('.') {
+        if rest.starts_with("blob.") {
+            return Some(account.to_string());
+        }
+    }
+    url.path_segments()?.find(|s| !s.is_empty()).map(str::to_string)
+}
+
 /// The validated, ready-to-use form of [`Config`].
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Events from a blob container (else local inputs).
+    pub source_blob: Option<BlobSource>,
+    /// Results in a blob container (else the local folder).
+    pub results_blob: Option<BlobLocation>,
+    pub reprocess_days: u32,
+    pub identity: IdentitySettings,
+    pub transport: Transport,
+    pub lock_ttl: Duration,
     pub match_mode: MatchMode,
     pub time_column: TimeColumn,
     pub hosts: HostMatcher,
@@ -578,6 +939,113 @@ mod tests {
 
         let config = Config::from_toml("reference_hosts = []").unwrap();
         assert!(config.validate().unwrap_err().to_string().contains("reference_hosts"));
+    }
+
+    #[test]
+    fn blob_sections_resolve_endpoints_and_accounts() {
+        let config = Config::from_toml(
+            "[source.blob]\naccount = \"contosomde\"\ncontainer = \"insights-logs-advancedhunting-devicenetworkevents\"\nprefix = \"/tenantId=abc/\"\n\n[output.blob]\nendpoint = \"https://contosoresults.blob.core.windows.net/\"\ncontainer = \"mde-results\"\n\n[azure]\nidentity = \"managed-identity\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"",
+        )
+        .unwrap();
+        let settings = config.validate().unwrap();
+        let source = settings.source_blob.unwrap();
+        assert_eq!(source.location.endpoint, "https://contosomde.blob.core.windows.net");
+        assert_eq!(source.location.prefix, "tenantId=abc");
+        assert_eq!(source.layout, BlobLayout::Auto);
+        let results = settings.results_blob.unwrap();
+        assert_eq!(
+            (results.account.as_str(), results.endpoint.as_str()),
+            ("contosoresults", "https://contosoresults.blob.core.windows.net")
+        );
+        assert_eq!(settings.identity.client_id.as_deref(), Some("11111111-2222-3333-4444-555555555555"));
+
+        let emulator =
+            Config::from_toml("[output.blob]\ncontainer = \"results\"\n[azure]\nidentity = \"emulator\"").unwrap();
+        let results = emulator.validate().unwrap().results_blob.unwrap();
+        assert_eq!((results.account.as_str(), results.endpoint.as_str()), ("devstoreaccount1", EMULATOR_ENDPOINT));
+        let path_style = Config::from_toml("[output.blob]\nendpoint = \"http://127.0.0.1:10001/otheraccount\"\ncontainer = \"results\"\n[azure]\nidentity = \"emulator\"").unwrap();
+        assert_eq!(path_style.validate().unwrap().results_blob.unwrap().account, "otheraccount");
+        // the defaults have no blob and print as TOML without one
+        assert!(Config::default().validate().unwrap().results_blob.is_none());
+        let printed = toml::to_string_pretty(&Config::default()).unwrap();
+        assert!(printed.contains("[azure]") && !printed.contains("[output.blob]"), "{printed}");
+        assert_eq!(Config::from_toml(&printed).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn blob_mistakes_name_the_field_and_the_fix() {
+        let cases = [
+            ("[output.blob]\naccount = \"contoso\"", "output.blob.container", "required"),
+            ("[output.blob]\naccount = \"contoso\"\ncontainer = \"Results_1\"", "output.blob.container", "lowercase"),
+            ("[output.blob]\naccount = \"Contoso-Storage\"\ncontainer = \"results\"", "output.blob.account", "3 to 24"),
+            ("[output.blob]\ncontainer = \"results\"", "output.blob.account", "required"),
+            ("[output.blob]\nendpoint = \"https://contoso.blob.core.windows.net/?sv=2022&sig=abc\"\ncontainer = \"results\"", "output.blob.endpoint", "SAS"),
+            ("[output.blob]\nendpoint = \"http://contoso.blob.core.windows.net\"\ncontainer = \"results\"", "output.blob.endpoint", "https"),
+            ("[source.blob]\naccount = \"contoso\"\ncontainer = \"events\"\nprefix = \"a/../b\"", "source.blob.prefix", ".."),
+            ("[source]\ninputs = [\"x\"]\n[source.blob]\naccount = \"contoso\"\ncontainer = \"events\"", "source", "keep one"),
+            ("[azure]\nclient_id = \"my-identity\"", "azure.client_id", "GUID"),
+            ("[azure]\nidentity = \"azure-cli\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"", "azure.client_id", "remove it"),
+            ("[azure]\ntenant_id = \"contoso.onmicrosoft.com\"", "azure.tenant_id", "workload"),
+            ("[output]\nlock_ttl_seconds = 0", "output.lock_ttl_seconds", "between"),
+            ("[source]\nreprocess_days = 90", "source.reprocess_days", "--from"),
+        ];
+        for (toml_text, field, fix) in cases {
+            let err = Config::from_toml(toml_text).unwrap().validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("`{field}`")) && err.contains(fix), "{toml_text}: {err}");
+        }
+        // a key (or SAS) is not a configuration key at all
+        let err = Config::from_toml("[output.blob]\ncontainer = \"r\"\naccess_key = \"abc\"").unwrap_err();
+        assert!(err.contains("access_key"), "{err}");
+        let err = Config::from_toml("[azure]\nidentity = \"default\"").unwrap_err();
+        assert!(err.contains("default"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_set_the_containers_and_identity() {
+        let vars: std::collections::HashMap<&str, &str> = [
+            (env::SOURCE_ACCOUNT, "contosomde"),
+            (env::SOURCE_CONTAINER, "am-devicenetworkevents"),
+            (env::SOURCE_LAYOUT, "log-analytics-export"),
+            (env::RESULTS_ACCOUNT, "contosoresults"),
+            (env::RESULTS_CONTAINER, "results"),
+            (env::RESULTS_PREFIX, "nightly"),
+            (env::CLIENT_ID, "11111111-2222-3333-4444-555555555555"),
+            (env::REPROCESS_DAYS, "2"),
+            (env::TENANT_ID, " "),
+        ]
+        .into_iter()
+        .collect();
+        let mut config = Config::default();
+        config.apply_env(|name| vars.get(name).map(|v| v.to_string())).unwrap();
+        let settings = config.validate().unwrap();
+        let source = settings.source_blob.unwrap();
+        assert_eq!(source.location.url(), "https://contosomde.blob.core.windows.net/am-devicenetworkevents");
+        assert_eq!(source.layout, BlobLayout::LogAnalyticsExport);
+        assert_eq!(
+            settings.results_blob.unwrap().url(),
+            "https://contosoresults.blob.core.windows.net/results/nightly"
+        );
+        assert_eq!(settings.reprocess_days, 2);
+        assert_eq!(settings.identity.tenant_id, None, "a blank variable is unset");
+
+        let mut config = Config::default();
+        let err = config.apply_env(|name| (name == env::IDENTITY).then(|| "default".to_string())).unwrap_err();
+        assert!(
+            err.to_string().contains("TELEMETRY_HUNT_IDENTITY") && err.to_string().contains("managed-identity"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_container_example_is_a_valid_configuration() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/container.toml");
+        let settings = Config::load(&path).unwrap().validate().unwrap();
+        assert_eq!(settings.source_blob.unwrap().layout, BlobLayout::DefenderStreaming);
+        assert_eq!(
+            settings.results_blob.unwrap().url(),
+            "https://contosohuntresults.blob.core.windows.net/mde-telemetry"
+        );
+        assert_eq!(settings.identity.kind, IdentityKind::ManagedIdentity);
     }
 
     #[test]

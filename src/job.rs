@@ -1,5 +1,7 @@
-//! One run of the job: plan the sources, scan and hunt in parallel, write every table per day,
-//! then the run record. The run record is written on failure too, saying which stage failed.
+//! One run of the job: take the results store's lock, finish or discard what an earlier run
+//! left, plan the sources, scan and hunt in parallel, stage every table per day, then commit
+//! them together with the run record. The run record is written on failure too, saying which
+//! stage failed; a failed run commits nothing else.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -7,18 +9,26 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use rayon::iter::ParallelBridge;
 use rayon::prelude::*;
 
+use crate::azure::storage::ConnectError;
+use crate::azure::Azure;
 use crate::config::Settings;
 use crate::hunt::Partial;
+use crate::sink::blob::BlobStore;
 use crate::sink::local::LocalDir;
+use crate::sink::lock::{LockError, RunLock};
 use crate::sink::results::{day_prefix, Results};
+use crate::sink::store::{Store, StoreError};
 use crate::sink::tables::{self, RunRecord};
-use crate::sink::SinkError;
-use crate::source::{plan_local, ScanOptions, ScanStats, SourceError};
+use crate::sink::{commit, SinkError};
+use crate::source::blob::{BlobReader, Fetched};
+use crate::source::{plan_local, ScanOptions, ScanStats, SourceError, Unit};
 use crate::time::Day;
 
-/// What to run.
+/// What to run. Blob sources and results come from `settings`; `inputs` and `out` are the local
+/// ones, used when `settings` names no blob.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
     pub inputs: Vec<PathBuf>,
@@ -34,21 +44,34 @@ pub struct RunOutcome {
     pub partial: Partial,
     pub days: Vec<Day>,
     pub record: RunRecord,
+    /// Where the results are: a folder or a container URL.
+    pub results: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error("the run could not be committed, so none of its days is visible: {0}")]
+    Commit(StoreError),
+    #[error("the run is committed, but moving its objects into place stopped; readers already see the whole run and the next run finishes the move: {0}")]
+    CommitUnfinished(StoreError),
 }
 
 impl RunError {
     pub fn stage(&self) -> &'static str {
         match self {
+            RunError::Connect(_) => "connect",
+            RunError::Lock(_) => "lock",
             RunError::Source(_) => "read",
             RunError::Sink(_) => "write",
+            RunError::Commit(_) | RunError::CommitUnfinished(_) => "commit",
         }
     }
 }
@@ -87,33 +110,105 @@ fn progress_bar(total: u64, enabled: bool) -> ProgressBar {
 pub fn run(request: &RunRequest) -> Result<RunOutcome, (RunError, RunRecord)> {
     let started_at = now_micros();
     let run_id = new_run_id(started_at);
-    let store = Results::new(Arc::new(LocalDir::new(&request.out)));
+    let settings = &request.settings;
     let mut record = RunRecord {
         run_id: run_id.clone(),
         started_at,
         status: "running".into(),
         window: request.window,
-        match_mode: request.settings.match_mode.as_str().into(),
-        sources: request.inputs.iter().map(|p| p.display().to_string()).collect(),
-        scope: scope_json(&request.settings),
+        match_mode: settings.match_mode.as_str().into(),
+        sources: match &settings.source_blob {
+            Some(source) => vec![source.location.url()],
+            None => request.inputs.iter().map(|p| p.display().to_string()).collect(),
+        },
+        scope: scope_json(settings),
         ..Default::default()
     };
-    match execute(request, &store, &mut record) {
-        Ok((partial, days)) => {
+    let fail = |error: RunError, record: &mut RunRecord| {
+        record.status = "failed".into();
+        record.failed_stage = Some(error.stage().into());
+        record.error = Some(error.to_string());
+        (error, record.clone())
+    };
+    // The I/O side exists only when something is in Azure; it lives as long as this run.
+    let azure = match needs_azure(settings) {
+        true => Some(Azure::start(&settings.identity, &settings.transport).map_err(|e| fail(e.into(), &mut record))?),
+        false => None,
+    };
+    let store = open_results(request, azure.as_ref()).map_err(|e| fail(e, &mut record))?;
+    let lock = RunLock::acquire(store.clone(), &run_id, settings.lock_ttl).map_err(|e| fail(e.into(), &mut record))?;
+    let results = Results::for_run(store.clone(), &run_id);
+    let outcome = recover(store.as_ref(), &run_id)
+        .and_then(|()| execute(request, azure.as_ref(), &results, &mut record))
+        .and_then(|(partial, days)| {
             record.status = "succeeded".into();
-            finish_record(&store, &mut record, started_at).map_err(|e| (RunError::Sink(e), record.clone()))?;
-            Ok(RunOutcome { partial, days, record })
+            publish(&results, &lock, &mut record, started_at)?;
+            Ok((partial, days))
+        });
+    let release = |lock: RunLock| {
+        if let Err(e) = lock.release() {
+            tracing::warn!(error = %e, "The lock on the results store could not be released; it lapses at its expiry.");
+        }
+    };
+    match outcome {
+        Ok((partial, days)) => {
+            release(lock);
+            Ok(RunOutcome { partial, days, record, results: store.location() })
         }
         Err(error) => {
-            record.status = "failed".into();
-            record.failed_stage = Some(error.stage().into());
-            record.error = Some(error.to_string());
-            if let Err(write_error) = finish_record(&store, &mut record, started_at) {
-                tracing::error!(error = %write_error, "The run record of the failed run could not be written.");
+            // A committed run keeps its staged objects: the next run moves them into place.
+            let committed = matches!(error, RunError::CommitUnfinished(_));
+            let (error, _) = fail(error, &mut record);
+            if !committed {
+                // Nothing the run staged becomes visible; only its record is committed.
+                let kept = commit::discard(store.as_ref(), &run_id)
+                    .map_err(|e| RunError::Sink(e.into()))
+                    .and_then(|_| publish(&results, &lock, &mut record, started_at));
+                if let Err(write_error) = kept {
+                    tracing::error!(error = %write_error, "The run record of the failed run could not be written.");
+                }
             }
+            release(lock);
             Err((error, record))
         }
     }
+}
+
+fn needs_azure(settings: &Settings) -> bool {
+    settings.source_blob.is_some() || settings.results_blob.is_some()
+}
+
+fn open_results(request: &RunRequest, azure: Option<&Azure>) -> Result<Arc<dyn Store>, RunError> {
+    Ok(match (&request.settings.results_blob, azure) {
+        (Some(location), Some(azure)) => Arc::new(BlobStore::new(azure.container(location)?, azure.identity.clone())),
+        _ => Arc::new(LocalDir::new(&request.out)),
+    })
+}
+
+/// Finishes the commits of earlier runs and discards what uncommitted runs staged.
+fn recover(store: &dyn Store, run_id: &str) -> Result<(), RunError> {
+    let recovery = commit::recover(store, run_id).map_err(|e| RunError::Sink(e.into()))?;
+    for run in &recovery.rolled_forward {
+        tracing::warn!(run_id = %run, "Finished the commit of an earlier run that stopped while moving its results into place.");
+    }
+    for run in &recovery.discarded {
+        tracing::warn!(run_id = %run, "Discarded the uncommitted output of an earlier run that stopped before committing.");
+    }
+    Ok(())
+}
+
+/// Stages the run record and commits the run, if this run still holds the lock.
+fn publish(results: &Results, lock: &RunLock, record: &mut RunRecord, started_at: i64) -> Result<(), RunError> {
+    finish_record(results, record, started_at)?;
+    lock.confirm()?;
+    let store = results.store.as_ref();
+    commit::commit(store, &record.run_id, now_micros()).map_err(|e| {
+        match commit::pending(store).map(|records| records.iter().any(|r| r.run_id == record.run_id)) {
+            Ok(true) => RunError::CommitUnfinished(e),
+            _ => RunError::Commit(e),
+        }
+    })?;
+    Ok(())
 }
 
 fn scope_json(settings: &Settings) -> serde_json::Value {
@@ -133,7 +228,12 @@ fn finish_record(store: &Results, record: &mut RunRecord, started_at: i64) -> Re
     store.write_at(&prefix, &format!("run-{}", record.run_id), &record.to_table())
 }
 
-fn execute(request: &RunRequest, store: &Results, record: &mut RunRecord) -> Result<(Partial, Vec<Day>), RunError> {
+fn execute(
+    request: &RunRequest,
+    azure: Option<&Azure>,
+    store: &Results,
+    record: &mut RunRecord,
+) -> Result<(Partial, Vec<Day>), RunError> {
     let settings = &request.settings;
     let options = ScanOptions {
         window: request.window,
@@ -144,10 +244,19 @@ fn execute(request: &RunRequest, store: &Results, record: &mut RunRecord) -> Res
     };
 
     let clock = Instant::now();
-    let plan = plan_local(&request.inputs, &options)?;
+    let (mut plan, reader) = match (&settings.source_blob, azure) {
+        (Some(source), Some(azure)) => {
+            let reader = BlobReader::new(azure.container(&source.location)?, source.layout, azure.identity.clone());
+            (reader.plan(request.window, &options)?, Some(reader))
+        }
+        _ => (plan_local(&request.inputs, &options)?, None),
+    };
     record.files = plan.files.len();
     record.files_skipped = plan.skipped_files.len();
     record.bytes = plan.bytes;
+    if plan.files.is_empty() {
+        tracing::warn!(source = %record.sources.join(", "), "The source has no input files for this run; the days of its window get empty tables.");
+    }
     for path in &plan.skipped_files {
         tracing::warn!(path = %path.display(), "Skipped a file that is not Parquet, JSON lines or CSV by its extension.");
     }
@@ -164,17 +273,32 @@ fn execute(request: &RunRequest, store: &Results, record: &mut RunRecord) -> Res
 
     let keep = settings.reject_samples;
     let bar = progress_bar(plan.units.iter().map(|u| u.weight()).sum(), request.progress);
-    let (partial, mut stats) = plan
-        .units
-        .par_iter()
-        .map(|unit| {
-            let mut partial = Partial::default();
-            let stats = unit.scan(&options, &mut |batch| partial.add_batch(settings, &batch))?;
-            bar.inc(unit.weight());
-            Ok::<_, SourceError>((partial, stats))
-        })
-        .try_reduce(|| (Partial::default(), ScanStats::default()), |a, b| Ok((a.0.merge(b.0), a.1.merge(b.1, keep))))?;
+    let scan = |unit: &Unit, fetched: Option<Fetched>| {
+        let mut partial = Partial::default();
+        let mut sink = |batch| partial.add_batch(settings, &batch);
+        let stats = match fetched {
+            None => unit.scan(&options, &mut sink)?,
+            Some(fetched) => unit.scan_fetched(fetched, &options, &mut sink)?,
+        };
+        bar.inc(unit.weight());
+        Ok::<_, SourceError>((partial, stats))
+    };
+    let empty = || (Partial::default(), ScanStats::default());
+    let merge = |a: (Partial, ScanStats), b: (Partial, ScanStats)| Ok((a.0.merge(b.0), a.1.merge(b.1, keep)));
+    let units = std::mem::take(&mut plan.units);
+    let (partial, mut stats) = match &reader {
+        None => units.par_iter().map(|unit| scan(unit, None)).try_reduce(empty, merge)?,
+        // tokio fetches ahead; rayon decodes what arrives, never more than a few units at once.
+        Some(reader) => reader
+            .fetch(units, &options)
+            .par_bridge()
+            .map(|fetched| fetched.and_then(|(unit, bytes)| scan(&unit, Some(bytes))))
+            .try_reduce(empty, merge)?,
+    };
     bar.finish_and_clear();
+    if let Some(reader) = &reader {
+        tracing::info!(source = %reader.url(), bytes_listed = plan.bytes, bytes_fetched = reader.bytes_fetched(), "Read the blob source.");
+    }
     stats.row_groups_pruned += plan.row_groups_pruned;
     stats.rows_pruned += plan.rows_pruned;
     record.durations_ms.insert("scan", clock.elapsed().as_millis() as u64);

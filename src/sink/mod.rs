@@ -1,7 +1,11 @@
-//! Where results go: the results store (tables per UTC day, Parquet and JSON lines), their
-//! Sentinel schema and the terminal summary.
+//! Where results go: the results store (tables per UTC day, Parquet and JSON lines, on a local
+//! folder or a blob container, published by commit under a lock), their Sentinel schema and the
+//! terminal summary.
 
+pub mod blob;
+pub mod commit;
 pub mod local;
+pub mod lock;
 pub mod results;
 pub mod schema;
 pub mod store;

@@ -23,7 +23,8 @@ fn thousands(n: u64) -> String {
     out
 }
 
-pub fn render(outcome: &RunOutcome, mode: MatchMode, out_dir: &str) -> String {
+/// `results` names the store: a folder or a container, as [`crate::sink::store::Store::location`] does.
+pub fn render(outcome: &RunOutcome, mode: MatchMode, results: &str) -> String {
     let record = &outcome.record;
     let stats = &record.stats;
     let mut s = String::new();
@@ -96,7 +97,7 @@ pub fn render(outcome: &RunOutcome, mode: MatchMode, out_dir: &str) -> String {
     }
     let _ = writeln!(
         s,
-        "Results in {out_dir}/ (MdeTelemetryDaily, MdeTelemetryHosts, MdeTelemetryProcesses, MdeTelemetryRuns)"
+        "Results in {results} (MdeTelemetryDaily, MdeTelemetryHosts, MdeTelemetryProcesses, MdeTelemetryRuns)"
     );
     s
 }

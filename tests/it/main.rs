@@ -1,5 +1,10 @@
 //! Integration tests: one binary, so the crate and its dependencies link once.
 
+mod azurite_failures;
+mod azurite_identity;
+mod azurite_nightly;
+mod azurite_ranges;
+mod azurite_support;
 mod cli;
 mod formats;
 mod infra;
