@@ -136,6 +136,9 @@ pub struct Config {
     pub expected_processes: Vec<ExpectedProcess>,
     /// The identity every Azure call uses, and the retries and timeouts of those calls.
     pub azure: AzureConfig,
+    /// Bounds on what hostile or broken input may cost; exceeding one fails the run, naming the
+    /// file and the setting.
+    pub limits: Limits,
 }
 
 impl Default for Config {
@@ -151,7 +154,55 @@ impl Default for Config {
             exclusions: default_exclusions(),
             expected_processes: default_expected_processes(),
             azure: AzureConfig::default(),
+            limits: Limits::default(),
         }
+    }
+}
+
+/// Resource bounds. The defaults hold a large tenant's nightly run in a 4 GiB container; a
+/// run that needs more says which setting to raise.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// The longest line of a JSON-lines or CSV input, and the largest single (pretty-printed)
+    /// JSON document, in bytes. A Defender event is a few KiB.
+    pub max_line_bytes: u64,
+    /// The most bytes one gzip input may decompress to (a gzip bomb stops here).
+    pub max_decompressed_bytes: u64,
+    /// The most input rows one run reads, checked as each file or row group finishes.
+    pub max_rows_per_run: u64,
+    /// Memory for the exact distinct-device sets of all groups together, estimated, in bytes.
+    pub max_device_set_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line_bytes: 16 << 20,
+            max_decompressed_bytes: 64 << 30,
+            max_rows_per_run: 20_000_000_000,
+            max_device_set_bytes: 2 << 30,
+        }
+    }
+}
+
+impl Limits {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let checks: [(&str, u64, u64, &str); 4] = [
+            ("limits.max_line_bytes", self.max_line_bytes, 4096, "4096 bytes (a Defender event is a few KiB)"),
+            ("limits.max_decompressed_bytes", self.max_decompressed_bytes, 1 << 20, "1 MiB"),
+            ("limits.max_rows_per_run", self.max_rows_per_run, 1, "1 row"),
+            ("limits.max_device_set_bytes", self.max_device_set_bytes, 1 << 20, "1 MiB"),
+        ];
+        for (field, value, minimum, words) in checks {
+            if value < minimum {
+                return Err(ConfigError::Invalid {
+                    field: field.into(),
+                    message: format!("at least {words}; remove the key for the default"),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -558,6 +609,7 @@ impl Config {
         if a.max_retries > 20 {
             return Err(invalid("azure.max_retries", "at most 20; every retry waits longer".into()));
         }
+        self.limits.validate()?;
         Ok(Settings {
             source_blob,
             results_blob,
@@ -578,6 +630,7 @@ impl Config {
             expected,
             scope,
             reject_samples: self.output.reject_samples,
+            limits: self.limits,
         })
     }
 }
@@ -782,6 +835,7 @@ pub struct Settings {
     pub expected: Vec<CompiledExpected>,
     pub scope: Scope,
     pub reject_samples: usize,
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone)]
