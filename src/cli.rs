@@ -18,6 +18,16 @@ pub mod env_vars {
     pub const OUT: &str = "TELEMETRY_HUNT_OUT";
     pub const MATCH_MODE: &str = "TELEMETRY_HUNT_MATCH_MODE";
     pub const LOG_FORMAT: &str = "TELEMETRY_HUNT_LOG_FORMAT";
+    /// `[source.log_analytics] workspace_id` (setting it selects the query API as the source).
+    pub const LA_WORKSPACE_ID: &str = "TELEMETRY_HUNT_LA_WORKSPACE_ID";
+    /// `[source.log_analytics] endpoint`.
+    pub const LA_ENDPOINT: &str = "TELEMETRY_HUNT_LA_ENDPOINT";
+    /// `[source.log_analytics] pushdown`: `rows` or `aggregate`.
+    pub const LA_PUSHDOWN: &str = "TELEMETRY_HUNT_LA_PUSHDOWN";
+    /// `[sentinel] endpoint`.
+    pub const SENTINEL_ENDPOINT: &str = "TELEMETRY_HUNT_SENTINEL_ENDPOINT";
+    /// `[sentinel] dcr_immutable_id`.
+    pub const SENTINEL_DCR: &str = "TELEMETRY_HUNT_SENTINEL_DCR_IMMUTABLE_ID";
 }
 
 #[derive(Debug, Parser)]
@@ -74,6 +84,11 @@ pub enum Command {
         after_help = "Examples:\n  telemetry-hunt sample --out data/\n  telemetry-hunt sample --out big/ --rows 5000000 --days 30 --devices 20000\n  telemetry-hunt sample --out json/ --format jsonl --seed 7\n\nOne file per UTC day, DeviceNetworkEvents_YYYY-MM-DD.{parquet,jsonl}. The same options give the same bytes."
     )]
     Sample(SampleArgs),
+    /// Validate the configuration and probe every Azure endpoint it names.
+    #[command(
+        after_help = "Examples:\n  telemetry-hunt check --config telemetry-hunt.toml\n  TELEMETRY_HUNT_LA_WORKSPACE_ID=<guid> telemetry-hunt check\n\nProbes: `print 1` on the Log Analytics workspace; an empty array posted to every Sentinel stream of the DCR.\nEach failure says what to fix (a role to grant, an ID to correct, a DCR to redeploy).\nExit codes: 0 every probe passed, 1 a probe failed, 2 the configuration is invalid."
+    )]
+    Check(ConfigArgs),
     /// Print the effective configuration as TOML: the defaults, merged with `--config`.
     #[command(
         after_help = "Examples:\n  telemetry-hunt config > telemetry-hunt.toml     # every default, ready to edit\n  telemetry-hunt config --config mine.toml       # check a file and see what it resolves to"
@@ -157,15 +172,27 @@ pub enum CliError {
     Run(#[from] RunError),
     #[error(transparent)]
     Sample(#[from] sample::SampleError),
+    #[error("{failed} of {probes} probe(s) failed; the lines above say what to fix")]
+    Check { failed: usize, probes: usize },
 }
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) | CliError::Config(_) => 2,
-            CliError::Run(_) | CliError::Sample(_) => 1,
+            CliError::Run(_) | CliError::Sample(_) | CliError::Check { .. } => 1,
         }
     }
+}
+
+/// The configuration file (or the defaults) with the container's environment overrides.
+fn load_config(path: Option<&Path>) -> Result<Config, CliError> {
+    let mut config = match path {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    config.apply_env(|name| std::env::var(name).ok())?;
+    Ok(config)
 }
 
 /// The bundled sample: `fixtures/sample` under the working folder, else under the source tree
@@ -183,15 +210,19 @@ pub fn show_progress(global: &GlobalArgs) -> bool {
 /// Resolves `run`'s arguments and configuration into a request. No I/O beyond reading the
 /// configuration file.
 pub fn resolve_run(args: &RunArgs, progress: bool) -> Result<RunRequest, CliError> {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+    let mut config = load_config(args.config.as_deref())?;
     if let Some(mode) = args.match_mode {
         config.match_mode = mode;
     }
     let settings = config.validate()?;
-    let inputs = if !args.input.is_empty() {
+    if settings.log_analytics.is_some() && !args.input.is_empty() {
+        return Err(CliError::Usage(
+            "`--input` and `[source.log_analytics]` both name a source; drop `--input` to query the workspace, or remove `[source.log_analytics]` (and TELEMETRY_HUNT_LA_WORKSPACE_ID) to read files".into(),
+        ));
+    }
+    let inputs = if settings.log_analytics.is_some() {
+        Vec::new()
+    } else if !args.input.is_empty() {
         args.input.clone()
     } else if !config.source.inputs.is_empty() {
         config.source.inputs.clone()
@@ -218,6 +249,8 @@ pub fn resolve_run(args: &RunArgs, progress: bool) -> Result<RunRequest, CliErro
                 "give both `--from` and `--to` (inclusive UTC days), or neither to hunt every day in the input".into(),
             ))
         }
+        // The nightly run of a workspace hunts yesterday, UTC.
+        (None, None) if settings.log_analytics.is_some() => Some(job::yesterday(job::now_micros())),
         (None, None) => None,
     };
     Ok(RunRequest {
@@ -226,6 +259,7 @@ pub fn resolve_run(args: &RunArgs, progress: bool) -> Result<RunRequest, CliErro
         window,
         settings,
         progress,
+        credential: None,
     })
 }
 
@@ -247,11 +281,28 @@ pub fn execute(cli: &Cli) -> Result<(), CliError> {
                 }
             }
         }
+        Command::Check(args) => {
+            let config = load_config(args.config.as_deref())?;
+            let settings = config.validate()?;
+            let source = args.config.as_ref().map_or("the defaults".to_string(), |p| format!("`{}`", p.display()));
+            println!("ok    configuration: {source} is valid");
+            let probes = job::probe_endpoints(&settings, None);
+            if probes.is_empty() {
+                println!("ok    nothing to probe: no `[source.log_analytics]` and no `[sentinel]` are configured");
+            }
+            for probe in &probes {
+                match probe {
+                    Ok(line) => println!("ok    {line}"),
+                    Err(line) => println!("FAIL  {line}"),
+                }
+            }
+            match probes.iter().filter(|p| p.is_err()).count() {
+                0 => Ok(()),
+                failed => Err(CliError::Check { failed, probes: probes.len() }),
+            }
+        }
         Command::Config(args) => {
-            let config = match &args.config {
-                Some(path) => Config::load(path)?,
-                None => Config::default(),
-            };
+            let config = load_config(args.config.as_deref())?;
             config.validate()?;
             let text = toml::to_string_pretty(&config)
                 .map_err(|e| CliError::Usage(format!("the configuration cannot be printed as TOML: {e}")))?;

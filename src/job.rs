@@ -6,15 +6,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use azure_core::credentials::TokenCredential;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
+use crate::azure::http::{managed_identity_from_env, AzureClient};
 use crate::config::Settings;
 use crate::hunt::Partial;
 use crate::sink::local::LocalDir;
 use crate::sink::results::{day_prefix, Results};
+use crate::sink::sentinel::{DeliveryError, Ingestion, Outbox, Sentinel};
 use crate::sink::tables::{self, RunRecord};
-use crate::sink::SinkError;
+use crate::sink::{SinkError, Table};
+use crate::source::log_analytics::{
+    EventBatch, HostFilter, LogAnalytics, LogAnalyticsSettings, QueryError, QueryText, ScanRequest,
+};
 use crate::source::{plan_local, ScanOptions, ScanStats, SourceError};
 use crate::time::Day;
 
@@ -27,6 +33,9 @@ pub struct RunRequest {
     pub window: Option<(Day, Day)>,
     pub settings: Settings,
     pub progress: bool,
+    /// The identity for the Azure APIs; `None` builds the managed identity from the
+    /// environment when the configuration needs one.
+    pub credential: Option<Arc<dyn TokenCredential>>,
 }
 
 /// A finished run: the merged aggregate, the days written, the run record.
@@ -42,15 +51,82 @@ pub enum RunError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error("cannot set up the Azure identity or HTTP client: {0}")]
+    Azure(String),
+    #[error(transparent)]
+    Deliver(#[from] DeliveryError),
 }
 
 impl RunError {
     pub fn stage(&self) -> &'static str {
         match self {
-            RunError::Source(_) => "read",
+            RunError::Source(_) | RunError::Query(_) => "read",
             RunError::Sink(_) => "write",
+            RunError::Azure(_) => "identity",
+            RunError::Deliver(_) => "deliver",
         }
     }
+}
+
+/// What the Azure side of a run needs: a tokio runtime for the HTTP calls and the client.
+struct Azure {
+    runtime: tokio::runtime::Runtime,
+    client: AzureClient,
+}
+
+impl Azure {
+    /// Built only when the configuration talks to Azure.
+    fn for_settings(
+        settings: &Settings,
+        credential: Option<&Arc<dyn TokenCredential>>,
+    ) -> Result<Option<Azure>, RunError> {
+        if settings.log_analytics.is_none() && settings.sentinel.is_none() {
+            return Ok(None);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("telemetry-hunt-io")
+            .enable_all()
+            .build()
+            .map_err(|e| RunError::Azure(format!("cannot start the I/O runtime: {e}")))?;
+        let credential = match credential {
+            Some(c) => c.clone(),
+            None => managed_identity_from_env().map_err(RunError::Azure)?,
+        };
+        let client = AzureClient::new(credential).map_err(|e| RunError::Azure(e.to_string()))?;
+        Ok(Some(Azure { runtime, client }))
+    }
+}
+
+/// `check`: probes every Azure endpoint the settings name (`print 1` on the workspace, an
+/// empty array to every Sentinel stream). One line per probe, `Err` with the fix in words.
+pub fn probe_endpoints(
+    settings: &Settings,
+    credential: Option<&Arc<dyn TokenCredential>>,
+) -> Vec<Result<String, String>> {
+    let azure = match Azure::for_settings(settings, credential) {
+        Ok(Some(azure)) => azure,
+        Ok(None) => return Vec::new(),
+        Err(e) => return vec![Err(e.to_string())],
+    };
+    let mut lines = Vec::new();
+    if let Some(la) = &settings.log_analytics {
+        let source = LogAnalytics::new(la.clone(), azure.client.clone());
+        lines.push(azure.runtime.block_on(source.probe()));
+    }
+    if let Some(sentinel) = &settings.sentinel {
+        let ingestion = Ingestion::new(sentinel.clone(), azure.client.clone());
+        lines.extend(azure.runtime.block_on(ingestion.probe()));
+    }
+    lines
+}
+
+/// Yesterday, UTC: the nightly run's day.
+pub fn yesterday(now_micros: i64) -> (Day, Day) {
+    let day = Day::of_micros(now_micros).prev();
+    (day, day)
 }
 
 pub fn now_micros() -> i64 {
@@ -84,36 +160,103 @@ fn progress_bar(total: u64, enabled: bool) -> ProgressBar {
 }
 
 /// Runs the job. On failure the run record is still written (best effort) and returned.
+///
+/// Results store first, Sentinel second: the day tables and the run record are in the store
+/// before anything is sent; what Sentinel does not acknowledge stays in the store's outbox.
 pub fn run(request: &RunRequest) -> Result<RunOutcome, (RunError, RunRecord)> {
     let started_at = now_micros();
     let run_id = new_run_id(started_at);
     let store = Results::new(Arc::new(LocalDir::new(&request.out)));
+    let settings = &request.settings;
     let mut record = RunRecord {
         run_id: run_id.clone(),
         started_at,
         status: "running".into(),
         window: request.window,
-        match_mode: request.settings.match_mode.as_str().into(),
-        sources: request.inputs.iter().map(|p| p.display().to_string()).collect(),
-        scope: scope_json(&request.settings),
+        match_mode: settings.match_mode.as_str().into(),
+        sources: match &settings.log_analytics {
+            Some(la) => vec![format!("{} table {} (pushdown {})", la.describe(), la.table, la.pushdown.as_str())],
+            None => request.inputs.iter().map(|p| p.display().to_string()).collect(),
+        },
+        scope: scope_json(settings),
         ..Default::default()
     };
-    match execute(request, &store, &mut record) {
-        Ok((partial, days)) => {
-            record.status = "succeeded".into();
-            finish_record(&store, &mut record, started_at).map_err(|e| (RunError::Sink(e), record.clone()))?;
-            Ok(RunOutcome { partial, days, record })
-        }
-        Err(error) => {
-            record.status = "failed".into();
-            record.failed_stage = Some(error.stage().into());
-            record.error = Some(error.to_string());
-            if let Err(write_error) = finish_record(&store, &mut record, started_at) {
+    let azure = match Azure::for_settings(settings, request.credential.as_ref()) {
+        Ok(azure) => azure,
+        Err(error) => return Err(fail(&store, record, error, started_at)),
+    };
+    let sentinel = azure.as_ref().zip(settings.sentinel.as_ref()).map(|(azure, sentinel)| {
+        let ingestion = Ingestion::new(sentinel.clone(), azure.client.clone());
+        Arc::new(Sentinel::new(ingestion, Outbox::new(store.store.clone())))
+    });
+
+    let (outcome, mut error, tables) = match execute(request, &store, &mut record, azure.as_ref()) {
+        Ok((partial, days, tables)) => (Some((partial, days)), None, tables),
+        Err(error) => (None, Some(error), Vec::new()),
+    };
+    if let (Some(sentinel), Some(azure)) = (&sentinel, &azure) {
+        let clock = Instant::now();
+        let delivery = azure.runtime.block_on(sentinel.deliver(&run_id, tables, true, now_micros()));
+        record.durations_ms.insert("deliver", clock.elapsed().as_millis() as u64);
+        record.delivery = Some(delivery);
+    }
+    if error.is_none() {
+        error = record.delivery.as_ref().filter(|d| !d.complete()).map(|d| RunError::Deliver(d.into()));
+    }
+    record.status = if error.is_some() { "failed" } else { "succeeded" }.into();
+    if let Some(error) = &error {
+        record.failed_stage = Some(error.stage().into());
+        record.error = Some(error.to_string());
+    }
+    if let Err(write_error) = finish_record(&store, &mut record, started_at) {
+        return Err(match error {
+            Some(error) => {
                 tracing::error!(error = %write_error, "The run record of the failed run could not be written.");
+                (error, record)
             }
-            Err((error, record))
+            None => (RunError::Sink(write_error), record),
+        });
+    }
+    // The run record goes to Sentinel last, saying what the delivery of the tables did.
+    if let (Some(sentinel), Some(azure)) = (&sentinel, &azure) {
+        let own = azure.runtime.block_on(sentinel.deliver(&run_id, vec![record.to_table()], false, now_micros()));
+        if !own.complete() {
+            let delivery = record.delivery.get_or_insert_with(Default::default);
+            delivery.absorb(own);
+            let delivery_error = DeliveryError::from(&*delivery);
+            let left: Vec<_> = delivery.left.iter().filter(|i| i.table == tables::RUNS).cloned().collect();
+            record.status = "failed".into();
+            if error.is_none() {
+                record.failed_stage = Some("deliver".into());
+                record.error = Some(delivery_error.to_string());
+                error = Some(RunError::Deliver(delivery_error));
+            }
+            if let Err(e) = finish_record(&store, &mut record, started_at) {
+                tracing::error!(error = %e, "The run record could not be updated after its delivery failed.");
+            }
+            // The outbox copy of the run row should say what really happened, as the store's does.
+            for item in left {
+                if let Err(e) = sentinel.record_again(&item, &record.to_table(), &run_id, now_micros()) {
+                    tracing::error!(error = %e, "The outbox copy of the run record could not be updated.");
+                }
+            }
         }
     }
+    match (error, outcome) {
+        (None, Some((partial, days))) => Ok(RunOutcome { partial, days, record }),
+        (Some(error), _) => Err((error, record)),
+        (None, None) => unreachable!("a run without an outcome has an error"),
+    }
+}
+
+fn fail(store: &Results, mut record: RunRecord, error: RunError, started_at: i64) -> (RunError, RunRecord) {
+    record.status = "failed".into();
+    record.failed_stage = Some(error.stage().into());
+    record.error = Some(error.to_string());
+    if let Err(write_error) = finish_record(store, &mut record, started_at) {
+        tracing::error!(error = %write_error, "The run record of the failed run could not be written.");
+    }
+    (error, record)
 }
 
 fn scope_json(settings: &Settings) -> serde_json::Value {
@@ -133,7 +276,14 @@ fn finish_record(store: &Results, record: &mut RunRecord, started_at: i64) -> Re
     store.write_at(&prefix, &format!("run-{}", record.run_id), &record.to_table())
 }
 
-fn execute(request: &RunRequest, store: &Results, record: &mut RunRecord) -> Result<(Partial, Vec<Day>), RunError> {
+type Executed = (Partial, Vec<Day>, Vec<Table>);
+
+fn execute(
+    request: &RunRequest,
+    store: &Results,
+    record: &mut RunRecord,
+    azure: Option<&Azure>,
+) -> Result<Executed, RunError> {
     let settings = &request.settings;
     let options = ScanOptions {
         window: request.window,
@@ -142,9 +292,61 @@ fn execute(request: &RunRequest, store: &Results, record: &mut RunRecord) -> Res
         reject_samples: settings.reject_samples,
         columns: crate::hunt::aggregate::needed_columns(settings),
     };
-
     let clock = Instant::now();
-    let plan = plan_local(&request.inputs, &options)?;
+    let (partial, stats) = match (&settings.log_analytics, azure) {
+        (Some(la), Some(azure)) => scan_log_analytics(request, la, azure, options, record)?,
+        _ => scan_local(request, &options, record)?,
+    };
+    record.durations_ms.insert("scan", clock.elapsed().as_millis() as u64);
+    write(request, store, record, partial, stats)
+}
+
+/// The query API: windows over the run's days, each answer folded into a partial on rayon.
+fn scan_log_analytics(
+    request: &RunRequest,
+    la: &LogAnalyticsSettings,
+    azure: &Azure,
+    options: ScanOptions,
+    record: &mut RunRecord,
+) -> Result<(Partial, ScanStats), RunError> {
+    let settings = Arc::new(request.settings.clone());
+    let (from, to) = request.window.unwrap_or_else(|| yesterday(now_micros()));
+    record.window = Some((from, to));
+    let options = ScanOptions { window: Some((from, to)), ..options };
+    let filter = HostFilter::new(&settings.reference_hosts, &settings.extra_hosts);
+    let text = QueryText::new(&la.table, settings.time_column.column(), la.pushdown, &settings, &filter);
+    let source = Arc::new(LogAnalytics::new(la.clone(), azure.client.clone()));
+    tracing::info!(source = %la.describe(), from = %from, to = %to, pushdown = la.pushdown.as_str(), "Querying the workspace.");
+    let fold_settings = settings.clone();
+    let fold = Arc::new(move |batches: Vec<EventBatch>| {
+        let mut partial = Partial::default();
+        for b in &batches {
+            partial.add_weighted_batch(&fold_settings, &b.batch, b.events.as_deref());
+        }
+        partial
+    });
+    let scan = ScanRequest { start: from.start_micros(), end: to.next().start_micros(), text, options };
+    let (partial, stats, query) = azure.runtime.block_on(source.scan(scan, fold, Partial::merge))?;
+    record.bytes = query.answer_bytes;
+    tracing::info!(
+        windows = query.windows,
+        splits = query.splits,
+        retries = query.retries,
+        rows = query.rows_returned,
+        "The workspace answered."
+    );
+    record.query = Some(query);
+    Ok((partial, stats))
+}
+
+/// Local files: planned into units, scanned on rayon.
+fn scan_local(
+    request: &RunRequest,
+    options: &ScanOptions,
+    record: &mut RunRecord,
+) -> Result<(Partial, ScanStats), RunError> {
+    let settings = &request.settings;
+    let plan = plan_local(&request.inputs, options)?;
     record.files = plan.files.len();
     record.files_skipped = plan.skipped_files.len();
     record.bytes = plan.bytes;
@@ -169,7 +371,7 @@ fn execute(request: &RunRequest, store: &Results, record: &mut RunRecord) -> Res
         .par_iter()
         .map(|unit| {
             let mut partial = Partial::default();
-            let stats = unit.scan(&options, &mut |batch| partial.add_batch(settings, &batch))?;
+            let stats = unit.scan(options, &mut |batch| partial.add_batch(settings, &batch))?;
             bar.inc(unit.weight());
             Ok::<_, SourceError>((partial, stats))
         })
@@ -177,9 +379,20 @@ fn execute(request: &RunRequest, store: &Results, record: &mut RunRecord) -> Res
     bar.finish_and_clear();
     stats.row_groups_pruned += plan.row_groups_pruned;
     stats.rows_pruned += plan.rows_pruned;
-    record.durations_ms.insert("scan", clock.elapsed().as_millis() as u64);
+    Ok((partial, stats))
+}
 
-    let days: Vec<Day> = match request.window {
+/// Every table of every day, into the results store; the tables are returned for Sentinel.
+fn write(
+    request: &RunRequest,
+    store: &Results,
+    record: &mut RunRecord,
+    partial: Partial,
+    stats: ScanStats,
+) -> Result<Executed, RunError> {
+    let settings = &request.settings;
+    // The query API always has a window (yesterday by default); files may have none.
+    let days: Vec<Day> = match record.window {
         Some((from, to)) => from.through(to).collect(),
         None => stats.rows_per_day.keys().copied().collect(),
     };
@@ -205,11 +418,20 @@ fn execute(request: &RunRequest, store: &Results, record: &mut RunRecord) -> Res
     record.stats = stats;
 
     let clock = Instant::now();
-    days.par_iter().try_for_each(|&day| -> Result<(), SinkError> {
-        store.write_day(&tables::daily(&partial, settings.match_mode, day), day)?;
-        store.write_day(&tables::hosts(&partial, settings, day), day)?;
-        store.write_day(&tables::processes(&partial, settings, day), day)
-    })?;
+    let written = days
+        .par_iter()
+        .map(|&day| -> Result<Vec<Table>, SinkError> {
+            let day_tables = vec![
+                tables::daily(&partial, settings.match_mode, day),
+                tables::hosts(&partial, settings, day),
+                tables::processes(&partial, settings, day),
+            ];
+            for table in &day_tables {
+                store.write_day(table, day)?;
+            }
+            Ok(day_tables)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     record.durations_ms.insert("write", clock.elapsed().as_millis() as u64);
-    Ok((partial, days))
+    Ok((partial, days, written.into_iter().flatten().collect()))
 }

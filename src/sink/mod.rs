@@ -3,6 +3,7 @@
 
 pub mod local;
 pub mod results;
+pub mod sentinel;
 pub mod store;
 pub mod summary;
 pub mod table;
