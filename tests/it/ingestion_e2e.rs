@@ -206,6 +206,12 @@ fn a_workspace_reaches_sentinel_end_to_end_and_every_row_arrives_once() {
     }
     assert!(stdout.contains("ConnectionSuccess"), "{stdout}");
     world.no_violations();
+    let events = world.la.state.lock().unwrap().events.len();
+    let largest = calls.iter().map(|c| c.bytes).max().unwrap_or(0);
+    eprintln!(
+        "e2e: {events} events in the workspace, {} query windows, {} rows returned; {} ingestion calls (largest {largest} B uncompressed), {total} table rows + 1 run row delivered",
+        record["QueryWindows"], record["QueryRowsReturned"], calls.len()
+    );
 }
 
 #[test]
@@ -285,6 +291,12 @@ fn an_outage_half_way_exits_1_with_the_outbox_and_the_next_run_delivers_the_rest
     assert_eq!(second_record["SentinelOutboxResent"], left.len() as u64);
     assert_eq!(second_record["Status"], "succeeded");
     world.no_violations();
+    eprintln!(
+        "outage: run 1 delivered {before} batches, left {} in the outbox ({} rows); run 2 re-sent exactly those first, then {} batches of its own",
+        left.len(),
+        named.len(),
+        second_record["SentinelBatches"].as_u64().unwrap() - left.len() as u64
+    );
 }
 
 #[test]

@@ -83,8 +83,8 @@ impl LogAnalyticsSettings {
 /// A window that produced no usable answer, or a query the API refused; the run fails.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
-    #[error(transparent)]
-    Http(#[from] HttpError),
+    #[error("{source} (window {window})")]
+    Call { window: String, source: HttpError },
     #[error("{endpoint}: window {window}: HTTP {status}: {message}{hint}")]
     Refused { endpoint: String, window: String, status: u16, message: String, hint: String },
     #[error("{endpoint}: window {window}: {message}")]
@@ -185,7 +185,7 @@ impl LogAnalytics {
                     retries: u64::from(attempts - 1),
                 })
             }
-            Err(e) => return Err(e.into()),
+            Err(source) => return Err(QueryError::Call { window: window.to_string(), source }),
         };
         let retries = u64::from(answer.attempts - 1);
         match answer.status {
