@@ -234,7 +234,8 @@ impl AzureClient {
 /// The body, refusing to hold more than `limit` bytes. A connection dropped mid-body is a
 /// transport failure (worth retrying), not a short answer.
 async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Bytes, Failure> {
-    let mut body = Vec::new();
+    let expected = response.content_length().map_or(0, |n| n.min(limit as u64) as usize);
+    let mut body = Vec::with_capacity(expected);
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
