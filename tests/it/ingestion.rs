@@ -129,6 +129,19 @@ fn batches_are_gzip_json_arrays_of_at_most_1mb_and_every_row_arrives_once() {
     assert_eq!(h.outbox(), Vec::<String>::new());
 }
 
+/// Batches travel `max_in_flight` at a time, never more.
+#[test]
+fn several_batches_travel_at_once_within_the_bound() {
+    let h = Harness::new();
+    h.fake.state.lock().unwrap().latency = Duration::from_millis(150);
+    let sentinel = h.sentinel("max_in_flight = 3\nmax_batch_bytes = 20000");
+    let table = processes(600);
+    let delivery = h.deliver(&sentinel, vec![table.clone()], true);
+    assert!(delivery.complete() && delivery.batches >= 9, "{delivery:?}");
+    assert_eq!(h.fake.server.peak_in_flight(), 3);
+    assert_eq!(sorted(received(&h, PROCESSES)), sorted(expected(&table)));
+}
+
 #[test]
 fn a_413_splits_the_batch_until_it_fits() {
     let h = Harness::new();

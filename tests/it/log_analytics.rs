@@ -161,6 +161,7 @@ fn both_pushdowns_give_the_tables_of_the_files_they_came_from() {
         let query = outcome.record.query.unwrap();
         assert_eq!(query.windows, 12, "3 days of 6-hour windows");
         assert_eq!(b["QueryWindows"], 12);
+        assert!(fake.server.peak_in_flight() <= 4, "at most max_in_flight windows at once");
         assert_eq!(fake.violations(), Vec::<String>::new());
         returned.push(query.rows_returned);
     }

@@ -46,6 +46,8 @@ pub struct IngestionState {
     pub forbidden: bool,
     /// The audience tokens must be for.
     pub audience: String,
+    /// Every answer takes this long (a busy service), so that concurrent calls overlap.
+    pub latency: std::time::Duration,
     pub violations: Vec<String>,
 }
 
@@ -71,6 +73,7 @@ impl IngestionFake {
             max_accepted: LIMIT,
             forbidden: false,
             audience: RESOURCE.into(),
+            latency: std::time::Duration::ZERO,
             violations: Vec::new(),
         }));
         let shared = state.clone();
@@ -113,8 +116,9 @@ fn fits(value: &Value, ty: &str) -> bool {
 fn accept(shared: &Shared<IngestionState>, request: super::Request) -> Reply {
     let mut state = shared.lock().unwrap();
     let mut violations = Vec::new();
-    let reply = handle(&mut state, &request, &mut violations);
+    let mut reply = handle(&mut state, &request, &mut violations);
     state.violations.extend(violations);
+    reply.delay = reply.delay.max(state.latency);
     reply
 }
 

@@ -10,9 +10,9 @@ pub mod log_analytics;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -135,6 +135,14 @@ pub type Handler = Arc<dyn Fn(Request) -> Reply + Send + Sync>;
 pub struct Server {
     pub addr: SocketAddr,
     runtime: Option<tokio::runtime::Runtime>,
+    /// Requests being answered now, and the most there ever were at once.
+    load: Arc<Load>,
+}
+
+#[derive(Debug, Default)]
+struct Load {
+    now: AtomicUsize,
+    peak: AtomicUsize,
 }
 
 impl Server {
@@ -143,21 +151,28 @@ impl Server {
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a test runtime");
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("a free port");
         let addr = listener.local_addr().unwrap();
+        let load = Arc::new(Load::default());
+        let shared = load.clone();
         runtime.spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                let handler = handler.clone();
+                let (handler, load) = (handler.clone(), shared.clone());
                 tokio::spawn(async move {
-                    let service = service_fn(move |request| serve(handler.clone(), request));
+                    let service = service_fn(move |request| serve(handler.clone(), load.clone(), request));
                     let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
                 });
             }
         });
-        Server { addr, runtime: Some(runtime) }
+        Server { addr, runtime: Some(runtime), load }
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The most requests this server was answering at once.
+    pub fn peak_in_flight(&self) -> usize {
+        self.load.peak.load(Ordering::SeqCst)
     }
 }
 
@@ -169,34 +184,36 @@ impl Drop for Server {
     }
 }
 
-fn serve(
+async fn serve(
     handler: Handler,
+    load: Arc<Load>,
     request: hyper::Request<Incoming>,
-) -> impl Future<Output = Result<hyper::Response<ReplyBody>, Infallible>> {
-    async move {
-        let (parts, body) = request.into_parts();
-        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        let request = Request {
-            method: parts.method.to_string(),
-            path: parts.uri.path().to_string(),
-            query: parts.uri.query().unwrap_or("").to_string(),
-            headers: parts.headers,
-            body,
-        };
-        // The handler may do real work (evaluating a query over many rows): off the I/O threads.
-        let reply = tokio::task::spawn_blocking(move || handler(request)).await.expect("handlers do not panic");
-        if !reply.delay.is_zero() {
-            tokio::time::sleep(reply.delay).await;
-        }
-        let len = reply.body.len() as u64;
-        let data =
-            if reply.cut { Bytes::from(reply.body[..reply.body.len() / 2].to_vec()) } else { Bytes::from(reply.body) };
-        let mut response = hyper::Response::builder().status(reply.status);
-        for (name, value) in &reply.headers {
-            response = response.header(name, value);
-        }
-        Ok(response.body(ReplyBody { data: Some(data), fail: reply.cut, len }).expect("a valid response"))
+) -> Result<hyper::Response<ReplyBody>, Infallible> {
+    let now = load.now.fetch_add(1, Ordering::SeqCst) + 1;
+    load.peak.fetch_max(now, Ordering::SeqCst);
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let request = Request {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or("").to_string(),
+        headers: parts.headers,
+        body,
+    };
+    // The handler may do real work (evaluating a query over many rows): off the I/O threads.
+    let reply = tokio::task::spawn_blocking(move || handler(request)).await.expect("handlers do not panic");
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
     }
+    load.now.fetch_sub(1, Ordering::SeqCst);
+    let len = reply.body.len() as u64;
+    let data =
+        if reply.cut { Bytes::from(reply.body[..reply.body.len() / 2].to_vec()) } else { Bytes::from(reply.body) };
+    let mut response = hyper::Response::builder().status(reply.status);
+    for (name, value) in &reply.headers {
+        response = response.header(name, value);
+    }
+    Ok(response.body(ReplyBody { data: Some(data), fail: reply.cut, len }).expect("a valid response"))
 }
 
 /// State shared between a fake and the test that drives it.
