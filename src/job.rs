@@ -219,33 +219,46 @@ pub fn run(request: &RunRequest) -> Result<RunOutcome, (RunError, RunRecord)> {
     }
     // The run record goes to Sentinel last, saying what the delivery of the tables did.
     if let (Some(sentinel), Some(azure)) = (&sentinel, &azure) {
-        let own = azure.runtime.block_on(sentinel.deliver(&run_id, vec![record.to_table()], false, now_micros()));
-        if !own.complete() {
-            let delivery = record.delivery.get_or_insert_with(Default::default);
-            delivery.absorb(own);
-            let delivery_error = DeliveryError::from(&*delivery);
-            let left: Vec<_> = delivery.left.iter().filter(|i| i.table == tables::RUNS).cloned().collect();
-            record.status = "failed".into();
-            if error.is_none() {
-                record.failed_stage = Some("deliver".into());
-                record.error = Some(delivery_error.to_string());
-                error = Some(RunError::Deliver(delivery_error));
-            }
-            if let Err(e) = finish_record(&store, &mut record, started_at) {
-                tracing::error!(error = %e, "The run record could not be updated after its delivery failed.");
-            }
-            // The outbox copy of the run row should say what really happened, as the store's does.
-            for item in left {
-                if let Err(e) = sentinel.record_again(&item, &record.to_table(), &run_id, now_micros()) {
-                    tracing::error!(error = %e, "The outbox copy of the run record could not be updated.");
-                }
-            }
-        }
+        deliver_record(sentinel, azure, &store, &mut record, &mut error);
     }
     match (error, outcome) {
         (None, Some((partial, days))) => Ok(RunOutcome { partial, days, record }),
         (Some(error), _) => Err((error, record)),
         (None, None) => unreachable!("a run without an outcome has an error"),
+    }
+}
+
+/// Sends the run row. When that fails, the run fails, and both the store's run record and the
+/// outbox copy of the row are rewritten to say so, so the next run sends what really happened.
+fn deliver_record(
+    sentinel: &Arc<Sentinel>,
+    azure: &Azure,
+    store: &Results,
+    record: &mut RunRecord,
+    error: &mut Option<RunError>,
+) {
+    let run_id = record.run_id.clone();
+    let own = azure.runtime.block_on(sentinel.deliver(&run_id, vec![record.to_table()], false, now_micros()));
+    if own.complete() {
+        return;
+    }
+    let delivery = record.delivery.get_or_insert_with(Default::default);
+    delivery.absorb(own);
+    let delivery_error = DeliveryError::from(&*delivery);
+    let left: Vec<_> = delivery.left.iter().filter(|i| i.table == tables::RUNS).cloned().collect();
+    record.status = "failed".into();
+    if error.is_none() {
+        record.failed_stage = Some("deliver".into());
+        record.error = Some(delivery_error.to_string());
+        *error = Some(RunError::Deliver(delivery_error));
+    }
+    if let Err(e) = finish_record(store, record, record.started_at) {
+        tracing::error!(error = %e, "The run record could not be updated after its delivery failed.");
+    }
+    for item in left {
+        if let Err(e) = sentinel.record_again(&item, &record.to_table(), &run_id, now_micros()) {
+            tracing::error!(error = %e, "The outbox copy of the run record could not be updated.");
+        }
     }
 }
 
