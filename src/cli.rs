@@ -284,8 +284,10 @@ pub fn execute(cli: &Cli) -> Result<(), CliError> {
         Command::Check(args) => {
             let config = load_config(args.config.as_deref())?;
             let settings = config.validate()?;
-            let source = args.config.as_ref().map_or("the defaults".to_string(), |p| format!("`{}`", p.display()));
-            println!("ok    configuration: {source} is valid");
+            match &args.config {
+                Some(path) => println!("ok    configuration: `{}` is valid", path.display()),
+                None => println!("ok    configuration: the defaults are valid"),
+            }
             let probes = job::probe_endpoints(&settings, None);
             if probes.is_empty() {
                 println!("ok    nothing to probe: no `[source.log_analytics]` and no `[sentinel]` are configured");
