@@ -65,6 +65,10 @@ pub fn run_checks(settings: &Settings, inputs: &[PathBuf], out: &Path) -> Vec<Pr
         }
         (None, _) => probes.extend(probe_store("results", Arc::new(LocalDir::new(out)))),
     }
+    // The workspace and the Sentinel streams: each probe line names its endpoint.
+    for line in crate::job::probe_endpoints(settings, None) {
+        probes.push(Probe::new("monitor", String::new(), line));
+    }
     probes
 }
 
@@ -191,7 +195,10 @@ pub fn render(probes: &[Probe]) -> String {
             Ok(detail) => ("ok  ", detail),
             Err(detail) => ("FAIL", detail),
         };
-        text.push_str(&format!("{mark}  {:<8} {}: {detail}\n", probe.target, probe.what));
+        match probe.what.as_str() {
+            "" => text.push_str(&format!("{mark}  {:<8} {detail}\n", probe.target)),
+            what => text.push_str(&format!("{mark}  {:<8} {what}: {detail}\n", probe.target)),
+        }
     }
     text
 }
