@@ -56,6 +56,8 @@ pub fn run_checks(settings: &Settings, inputs: &[PathBuf], out: &Path) -> Vec<Pr
         (Some(source), None) => {
             probes.push(Probe::new("source", source.location.url(), Err("not probed: no identity".into())))
         }
+        // The workspace is the source: its probe is among the monitor lines below.
+        (None, _) if settings.log_analytics.is_some() => {}
         (None, _) => probes.push(probe_local_inputs(inputs)),
     }
     match (&settings.results_blob, &azure) {
@@ -64,6 +66,10 @@ pub fn run_checks(settings: &Settings, inputs: &[PathBuf], out: &Path) -> Vec<Pr
             probes.push(Probe::new("results", location.url(), Err("not probed: no identity".into())))
         }
         (None, _) => probes.extend(probe_store("results", Arc::new(LocalDir::new(out)))),
+    }
+    // The workspace and the Sentinel streams: each probe line names its endpoint.
+    for line in crate::job::probe_endpoints(settings, None) {
+        probes.push(Probe::new("monitor", String::new(), line));
     }
     probes
 }
@@ -191,7 +197,10 @@ pub fn render(probes: &[Probe]) -> String {
             Ok(detail) => ("ok  ", detail),
             Err(detail) => ("FAIL", detail),
         };
-        text.push_str(&format!("{mark}  {:<8} {}: {detail}\n", probe.target, probe.what));
+        match probe.what.as_str() {
+            "" => text.push_str(&format!("{mark}  {:<8} {detail}\n", probe.target)),
+            what => text.push_str(&format!("{mark}  {:<8} {what}: {detail}\n", probe.target)),
+        }
     }
     text
 }

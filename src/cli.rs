@@ -18,7 +18,8 @@ pub mod env_vars {
     pub const OUT: &str = "TELEMETRY_HUNT_OUT";
     pub const MATCH_MODE: &str = "TELEMETRY_HUNT_MATCH_MODE";
     pub const LOG_FORMAT: &str = "TELEMETRY_HUNT_LOG_FORMAT";
-    /// Blob source and results, identity, nightly window: applied to the configuration.
+    /// Blob source and results, identity, nightly window, workspace, Sentinel: applied to the
+    /// configuration.
     pub use crate::config::env::*;
 }
 
@@ -68,14 +69,15 @@ pub enum LogFormat {
 pub enum Command {
     /// Hunt over DeviceNetworkEvents and write the per-day result tables.
     #[command(
-        after_help = "Examples:\n  telemetry-hunt run\n      the bundled sample (fixtures/sample), results in ./out\n  telemetry-hunt run --input exports/ --input extra.jsonl.gz --out results/\n  telemetry-hunt run --input events.parquet --from 2026-11-01 --to 2026-11-07 --match-mode normalized\n  telemetry-hunt run --config container.toml\n      nightly: a blob source ([source.blob]) without --from/--to hunts yesterday (UTC) and\n      source.reprocess_days days before it\n\nInputs: Parquet (any common writer), JSON lines (Defender streaming export, Log Analytics export, plain or .gz),\nDefender portal CSV exports. Folders are searched recursively. Or a blob container ([source.blob]).\n\nOutput: <out>/<Table>/day=YYYY-MM-DD/part-0.{parquet,jsonl} for MdeTelemetryDaily, MdeTelemetryHosts and\nMdeTelemetryProcesses, and one run record per run in <out>/MdeTelemetryRuns/, in a folder or a blob container\n([output.blob]). A run takes the store's lock (a second run is refused, exit 1) and commits all its days at\nonce; re-running a day replaces it."
+        after_help = "Examples:\n  telemetry-hunt run\n      the bundled sample (fixtures/sample), results in ./out\n  telemetry-hunt run --input exports/ --input extra.jsonl.gz --out results/\n  telemetry-hunt run --input events.parquet --from 2026-11-01 --to 2026-11-07 --match-mode normalized\n  telemetry-hunt run --config container.toml\n      nightly: a blob source ([source.blob]) without --from/--to hunts yesterday (UTC) and\n      source.reprocess_days days before it; the same with a workspace ([source.log_analytics])\n\nInputs: Parquet (any common writer), JSON lines (Defender streaming export, Log Analytics export, plain or .gz),\nDefender portal CSV exports. Folders are searched recursively. Or a blob container ([source.blob]).\n\nOutput: <out>/<Table>/day=YYYY-MM-DD/part-0.{parquet,jsonl} for MdeTelemetryDaily, MdeTelemetryHosts and\nMdeTelemetryProcesses, and one run record per run in <out>/MdeTelemetryRuns/, in a folder or a blob container\n([output.blob]). A run takes the store's lock (a second run is refused, exit 1) and commits all its days at\nonce; re-running a day replaces it. With [sentinel], the committed tables then go to Sentinel custom tables;\nwhat Sentinel does not acknowledge waits in the store's _outbox/ and is sent first by the next run (the run\nexits 1 meanwhile)."
     )]
     Run(RunArgs),
     /// Validate the configuration and probe every endpoint it names: a token from the identity,
     /// a listing of the source, the results container listed and a probe object written, read
-    /// and deleted.
+    /// and deleted, `print 1` on the Log Analytics workspace, an empty array posted to every
+    /// Sentinel stream of the DCR.
     #[command(
-        after_help = "Examples:\n  telemetry-hunt check --config container.toml\n  TELEMETRY_HUNT_IDENTITY=azure-cli telemetry-hunt check --config container.toml\n\nEach failure names the endpoint and what to fix, e.g. the role to grant (Storage Blob Data Reader on the\nsource container, Storage Blob Data Contributor on the results container) and to which identity.\nExit codes: 0 every probe passed, 1 a probe failed, 2 the configuration is invalid."
+        after_help = "Examples:\n  telemetry-hunt check --config container.toml\n  TELEMETRY_HUNT_IDENTITY=azure-cli telemetry-hunt check --config container.toml\n\nEach failure names the endpoint and what to fix, e.g. the role to grant (Storage Blob Data Reader on the\nsource container, Storage Blob Data Contributor on the results container, Log Analytics Reader on the\nworkspace, Monitoring Metrics Publisher on the DCR) and to which identity.\nExit codes: 0 every probe passed, 1 a probe failed, 2 the configuration is invalid."
     )]
     Check(CheckArgs),
     /// Write deterministic, realistic synthetic DeviceNetworkEvents (for trials, tests, benchmarks).
@@ -234,9 +236,9 @@ pub fn resolve_run(args: &RunArgs, progress: bool) -> Result<RunRequest, CliErro
         config.match_mode = mode;
     }
     let settings = config.validate()?;
-    if settings.source_blob.is_some() && !args.input.is_empty() {
+    if (settings.source_blob.is_some() || settings.log_analytics.is_some()) && !args.input.is_empty() {
         return Err(CliError::Usage(
-            "`--input` (or TELEMETRY_HUNT_INPUT) and a blob source (`[source.blob]` or TELEMETRY_HUNT_SOURCE_*) are both set; keep one".into(),
+            "`--input` (or TELEMETRY_HUNT_INPUT) and a blob or workspace source (`[source.blob]`, `[source.log_analytics]` or their TELEMETRY_HUNT_* variables) are both set; keep one".into(),
         ));
     }
     if settings.results_blob.is_some() && args.out.is_some() {
@@ -244,7 +246,7 @@ pub fn resolve_run(args: &RunArgs, progress: bool) -> Result<RunRequest, CliErro
             "`--out` (or TELEMETRY_HUNT_OUT) and a blob results store (`[output.blob]` or TELEMETRY_HUNT_RESULTS_*) are both set; keep one".into(),
         ));
     }
-    let inputs = if settings.source_blob.is_some() {
+    let inputs = if settings.source_blob.is_some() || settings.log_analytics.is_some() {
         Vec::new()
     } else if !args.input.is_empty() {
         args.input.clone()
@@ -273,7 +275,7 @@ pub fn resolve_run(args: &RunArgs, progress: bool) -> Result<RunRequest, CliErro
                 "give both `--from` and `--to` (inclusive UTC days), or neither to hunt every day in the input".into(),
             ))
         }
-        (None, None) if settings.source_blob.is_some() => {
+        (None, None) if settings.source_blob.is_some() || settings.log_analytics.is_some() => {
             Some(nightly_window(Day::of_micros(job::now_micros()), settings.reprocess_days))
         }
         (None, None) => None,
@@ -284,6 +286,7 @@ pub fn resolve_run(args: &RunArgs, progress: bool) -> Result<RunRequest, CliErro
         window,
         settings,
         progress,
+        credential: None,
     })
 }
 

@@ -4,16 +4,20 @@
 //! never silently falls back to a default); [`Config::validate`] turns it into [`Settings`],
 //! checking everything that can be checked without I/O.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::azure::http::RetryPolicy;
 use crate::azure::identity::{IdentityKind, IdentitySettings, EMULATOR_ACCOUNT, EMULATOR_ENDPOINT};
 use crate::azure::{BlobLocation, Transport};
 use crate::hunt::host::{HostMatcher, MatchMode};
+use crate::sink::sentinel::SentinelSettings;
 use crate::source::blob::{BlobLayout, BlobSource};
+use crate::source::log_analytics::{LogAnalyticsSettings, Pushdown};
 
 /// The 19 hosts of Microsoft's "Defender for Endpoint Telemetry" hunting query.
 pub const REFERENCE_HOSTS: [&str; 19] = [
@@ -111,6 +115,16 @@ pub enum TimeColumn {
     TimeGenerated,
 }
 
+impl TimeColumn {
+    /// The column a query names (a query cannot fall back from one column to another).
+    pub fn column(self) -> &'static str {
+        match self {
+            TimeColumn::Timestamp => crate::schema::TIMESTAMP,
+            TimeColumn::TimeGenerated => crate::schema::TIME_GENERATED,
+        }
+    }
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -139,6 +153,9 @@ pub struct Config {
     /// Bounds on what hostile or broken input may cost; exceeding one fails the run, naming the
     /// file and the setting.
     pub limits: Limits,
+    /// Sentinel custom tables (the Logs Ingestion API); absent means no Sentinel delivery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<SentinelConfig>,
 }
 
 impl Default for Config {
@@ -155,6 +172,7 @@ impl Default for Config {
             expected_processes: default_expected_processes(),
             azure: AzureConfig::default(),
             limits: Limits::default(),
+            sentinel: None,
         }
     }
 }
@@ -216,11 +234,14 @@ pub struct SourceConfig {
     /// A nightly run (a blob source without `--from/--to`) hunts yesterday (UTC) and this many
     /// days before it again, so events that arrive late are counted.
     pub reprocess_days: u32,
+    /// A Log Analytics (Sentinel) workspace, read through the query API, instead of files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_analytics: Option<LogAnalyticsConfig>,
 }
 
 impl Default for SourceConfig {
     fn default() -> Self {
-        SourceConfig { inputs: Vec::new(), blob: None, reprocess_days: 1 }
+        SourceConfig { inputs: Vec::new(), blob: None, reprocess_days: 1, log_analytics: None }
     }
 }
 
@@ -239,6 +260,105 @@ pub struct BlobSourceConfig {
     pub prefix: String,
     /// `auto`, `parquet`, `defender-streaming` or `log-analytics-export`.
     pub layout: BlobLayout,
+}
+
+/// `[source.log_analytics]`: the Log Analytics query API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogAnalyticsConfig {
+    /// The workspace's Workspace ID (the GUID on its Overview page).
+    pub workspace_id: String,
+    /// The API's base URL; `https://api.loganalytics.azure.cn` in Azure China.
+    pub endpoint: String,
+    /// The table holding the events.
+    pub table: String,
+    /// `rows`: pull the telemetry rows; `aggregate`: let Kusto count them per (day, device,
+    /// ActionType, RemoteUrl, process, port) and pull the counts (same tables, far fewer rows).
+    pub pushdown: Pushdown,
+    /// Width of one query window; a window that hits an API limit is halved.
+    pub window_hours: u32,
+    /// Windows are not halved below this width; a window that still hits a limit fails the run.
+    pub min_window_minutes: u32,
+    /// The API's row cap (500,000): an answer this long may be cut, so its window is halved.
+    pub max_rows: u64,
+    /// Answers larger than this (MiB, uncompressed) are not read; their window is halved.
+    pub max_answer_mib: u64,
+    /// Windows queried at once (the API runs five queries per identity).
+    pub max_in_flight: usize,
+    /// Server-side query timeout (`Prefer: wait=`, at most 600); past it the window is halved.
+    pub server_timeout_secs: u64,
+    /// Client-side timeout of one call, answer included.
+    pub timeout_secs: u64,
+    /// Attempts per call on throttling, server errors, timeouts and dropped connections.
+    pub max_attempts: u32,
+    /// First retry delay; doubled up to `retry_max_ms`, with jitter. `Retry-After` wins.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// How far the `timespan` of a query reaches beyond its window: the API filters
+    /// `TimeGenerated` by it, which trails `Timestamp` by the ingestion delay.
+    pub timespan_slack_hours: u32,
+    /// Window halvings allowed in one run.
+    pub max_splits: u32,
+}
+
+impl Default for LogAnalyticsConfig {
+    fn default() -> Self {
+        LogAnalyticsConfig {
+            workspace_id: String::new(),
+            endpoint: "https://api.loganalytics.azure.com".into(),
+            table: "DeviceNetworkEvents".into(),
+            pushdown: Pushdown::Rows,
+            window_hours: 6,
+            min_window_minutes: 5,
+            max_rows: 500_000,
+            max_answer_mib: 100,
+            max_in_flight: 4,
+            server_timeout_secs: 600,
+            timeout_secs: 660,
+            max_attempts: 5,
+            retry_base_ms: 1_000,
+            retry_max_ms: 60_000,
+            timespan_slack_hours: 48,
+            max_splits: 256,
+        }
+    }
+}
+
+/// `[sentinel]`: the result tables as Sentinel custom tables, through the Logs Ingestion API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SentinelConfig {
+    /// The DCR's logs ingestion endpoint (`properties.endpoints.logsIngestion`) or a DCE
+    /// (`https://<dce>.<region>-1.ingest.monitor.azure.com`).
+    pub endpoint: String,
+    /// The DCR's immutable ID (`dcr-` and 32 hex digits).
+    pub dcr_immutable_id: String,
+    /// Streams other than `Custom-<Table>_CL`, by table (e.g. `MdeTelemetryDaily = "Custom-X_CL"`).
+    pub streams: BTreeMap<String, String>,
+    /// Batches sent at once.
+    pub max_in_flight: usize,
+    /// Uncompressed JSON per call (the API takes 1,000,000 bytes at most).
+    pub max_batch_bytes: usize,
+    pub timeout_secs: u64,
+    pub max_attempts: u32,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl Default for SentinelConfig {
+    fn default() -> Self {
+        SentinelConfig {
+            endpoint: String::new(),
+            dcr_immutable_id: String::new(),
+            streams: BTreeMap::new(),
+            max_in_flight: 4,
+            max_batch_bytes: crate::sink::sentinel::MAX_BATCH_BYTES,
+            timeout_secs: 60,
+            max_attempts: 5,
+            retry_base_ms: 1_000,
+            retry_max_ms: 60_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -322,6 +442,16 @@ pub mod env {
     pub const TENANT_ID: &str = "TELEMETRY_HUNT_TENANT_ID";
     pub const REPROCESS_DAYS: &str = "TELEMETRY_HUNT_REPROCESS_DAYS";
     pub const LOCK_TTL_SECONDS: &str = "TELEMETRY_HUNT_LOCK_TTL_SECONDS";
+    /// `[source.log_analytics] workspace_id` (setting it selects the query API as the source).
+    pub const LA_WORKSPACE_ID: &str = "TELEMETRY_HUNT_LA_WORKSPACE_ID";
+    /// `[source.log_analytics] endpoint`.
+    pub const LA_ENDPOINT: &str = "TELEMETRY_HUNT_LA_ENDPOINT";
+    /// `[source.log_analytics] pushdown`: `rows` or `aggregate`.
+    pub const LA_PUSHDOWN: &str = "TELEMETRY_HUNT_LA_PUSHDOWN";
+    /// `[sentinel] endpoint`.
+    pub const SENTINEL_ENDPOINT: &str = "TELEMETRY_HUNT_SENTINEL_ENDPOINT";
+    /// `[sentinel] dcr_immutable_id`.
+    pub const SENTINEL_DCR: &str = "TELEMETRY_HUNT_SENTINEL_DCR_IMMUTABLE_ID";
 }
 
 /// Device scoping. Empty include lists mean "everything".
@@ -609,6 +739,25 @@ impl Config {
         if a.max_retries > 20 {
             return Err(invalid("azure.max_retries", "at most 20; every retry waits longer".into()));
         }
+        let log_analytics = match &self.source.log_analytics {
+            Some(la) => {
+                if !self.source.inputs.is_empty() || self.source.blob.is_some() {
+                    return Err(invalid(
+                        "source",
+                        "`[source.log_analytics]` is set together with `inputs` or `[source.blob]`; keep one source"
+                            .into(),
+                    ));
+                }
+                for host in self.reference_hosts.iter().chain(&self.extra_hosts) {
+                    if host.chars().any(char::is_control) {
+                        return Err(invalid("reference_hosts", format!("host {host:?} contains a control character")));
+                    }
+                }
+                Some(la.validate()?)
+            }
+            None => None,
+        };
+        let sentinel = self.sentinel.as_ref().map(SentinelConfig::validate).transpose()?;
         self.limits.validate()?;
         Ok(Settings {
             source_blob,
@@ -626,11 +775,167 @@ impl Config {
             time_column: self.time_column,
             hosts: HostMatcher::new(&self.reference_hosts, self.extra_hosts.iter().map(String::as_str)),
             reference_hosts: self.reference_hosts.clone(),
+            extra_hosts: self.extra_hosts.clone(),
             exclusions,
             expected,
             scope,
             reject_samples: self.output.reject_samples,
             limits: self.limits,
+            log_analytics,
+            sentinel,
+        })
+    }
+}
+
+/// An endpoint URL: https, or plain http to the local machine only (test servers, emulators);
+/// no credentials, query or fragment, since messages print it.
+fn endpoint_url(field: &str, text: &str) -> Result<reqwest::Url, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid { field: field.into(), message };
+    if text.trim().is_empty() {
+        return Err(invalid("is empty; set the endpoint URL".into()));
+    }
+    let url = reqwest::Url::parse(text.trim()).map_err(|e| invalid(format!("`{text}` is not a URL: {e}")))?;
+    let local = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    match url.scheme() {
+        "https" => {}
+        "http" if local => {}
+        "http" => return Err(invalid(format!("`{text}` must use https (plain http is only for 127.0.0.1/localhost)"))),
+        other => return Err(invalid(format!("`{text}` has scheme `{other}`; use https"))),
+    }
+    if url.host_str().is_none() || !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(format!("`{text}` needs a host and must not carry credentials")));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(format!("`{text}` must not have a query or fragment; give the base URL only")));
+    }
+    Ok(url)
+}
+
+fn in_range<T: PartialOrd + std::fmt::Display + Copy>(field: &str, value: T, min: T, max: T) -> Result<T, ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::Invalid { field: field.into(), message: format!("{value} is outside {min}..={max}") });
+    }
+    Ok(value)
+}
+
+fn retry_policy(
+    section: &str,
+    max_attempts: u32,
+    base_ms: u64,
+    max_ms: u64,
+    timeout_secs: u64,
+) -> Result<RetryPolicy, ConfigError> {
+    let field = |name: &str| format!("{section}.{name}");
+    in_range(&field("max_attempts"), max_attempts, 1, 10)?;
+    in_range(&field("timeout_secs"), timeout_secs, 1, 3_600)?;
+    in_range(&field("retry_max_ms"), max_ms, 1, 600_000)?;
+    in_range(&field("retry_base_ms"), base_ms, 1, max_ms)?;
+    Ok(RetryPolicy {
+        max_attempts,
+        base_delay: Duration::from_millis(base_ms),
+        max_delay: Duration::from_millis(max_ms),
+        timeout: Duration::from_secs(timeout_secs),
+    })
+}
+
+impl LogAnalyticsConfig {
+    pub fn validate(&self) -> Result<LogAnalyticsSettings, ConfigError> {
+        const S: &str = "source.log_analytics";
+        let invalid = |name: &str, message: String| ConfigError::Invalid { field: format!("{S}.{name}"), message };
+        if !is_guid(self.workspace_id.trim()) {
+            return Err(invalid(
+                "workspace_id",
+                format!(
+                    "`{}` is not a GUID; use the workspace's Workspace ID from its Overview page",
+                    self.workspace_id
+                ),
+            ));
+        }
+        let table_ok = self.table.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && self.table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !table_ok {
+            return Err(invalid("table", format!("`{}` is not a table name", self.table)));
+        }
+        let hour = 3_600_000_000i64;
+        let window_hours = in_range(&format!("{S}.window_hours"), self.window_hours, 1, 24)?;
+        let min_minutes = in_range(&format!("{S}.min_window_minutes"), self.min_window_minutes, 1, window_hours * 60)?;
+        Ok(LogAnalyticsSettings {
+            workspace_id: self.workspace_id.trim().to_ascii_lowercase(),
+            endpoint: endpoint_url(&format!("{S}.endpoint"), &self.endpoint)?,
+            table: self.table.clone(),
+            pushdown: self.pushdown,
+            window: i64::from(window_hours) * hour,
+            min_window: i64::from(min_minutes) * 60_000_000,
+            max_rows: in_range(&format!("{S}.max_rows"), self.max_rows, 1, 500_000)?,
+            max_answer_bytes: in_range(&format!("{S}.max_answer_mib"), self.max_answer_mib, 1, 1_024)? as usize
+                * (1 << 20),
+            max_in_flight: in_range(&format!("{S}.max_in_flight"), self.max_in_flight, 1, 5)?,
+            server_timeout: Duration::from_secs(in_range(
+                &format!("{S}.server_timeout_secs"),
+                self.server_timeout_secs,
+                1,
+                600,
+            )?),
+            timespan_slack: i64::from(in_range(
+                &format!("{S}.timespan_slack_hours"),
+                self.timespan_slack_hours,
+                0,
+                720,
+            )?) * hour,
+            max_splits: self.max_splits,
+            retry: retry_policy(S, self.max_attempts, self.retry_base_ms, self.retry_max_ms, self.timeout_secs)?,
+        })
+    }
+}
+
+impl SentinelConfig {
+    pub fn validate(&self) -> Result<SentinelSettings, ConfigError> {
+        const S: &str = "sentinel";
+        let invalid = |name: &str, message: String| ConfigError::Invalid { field: format!("{S}.{name}"), message };
+        let id = self.dcr_immutable_id.trim();
+        let hex = id.strip_prefix("dcr-").unwrap_or("");
+        if hex.len() != 32 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(invalid(
+                "dcr_immutable_id",
+                format!(
+                    "`{id}` is not a DCR immutable ID (`dcr-` and 32 hex digits, the DCR's `immutableId` property)"
+                ),
+            ));
+        }
+        let mut streams = BTreeMap::new();
+        for table in crate::sink::tables::TABLES {
+            streams.insert(table.name.to_string(), crate::sink::sentinel::default_stream(table.name));
+        }
+        for (table, stream) in &self.streams {
+            if !streams.contains_key(table) {
+                return Err(invalid(
+                    "streams",
+                    format!(
+                        "`{table}` is not a result table; the tables are {}",
+                        crate::sink::tables::TABLES.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            let well_formed = stream.strip_prefix("Custom-").is_some_and(|rest| {
+                !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            });
+            if !well_formed {
+                return Err(invalid("streams", format!("`{stream}` is not a custom stream name (`Custom-<Name>`)")));
+            }
+            streams.insert(table.clone(), stream.clone());
+        }
+        Ok(SentinelSettings {
+            endpoint: endpoint_url(&format!("{S}.endpoint"), &self.endpoint)?,
+            dcr_immutable_id: id.to_string(),
+            streams,
+            max_in_flight: in_range(&format!("{S}.max_in_flight"), self.max_in_flight, 1, 16)?,
+            max_batch_bytes: in_range(
+                &format!("{S}.max_batch_bytes"),
+                self.max_batch_bytes,
+                1_024,
+                crate::sink::sentinel::MAX_BATCH_BYTES,
+            )?,
+            retry: retry_policy(S, self.max_attempts, self.retry_base_ms, self.retry_max_ms, self.timeout_secs)?,
         })
     }
 }
@@ -682,6 +987,31 @@ impl Config {
         if let Some(v) = get(env::LOCK_TTL_SECONDS) {
             self.output.lock_ttl_seconds =
                 v.parse().map_err(|_| invalid(env::LOCK_TTL_SECONDS, format!("`{v}` is not a number of seconds")))?;
+        }
+        if let Some(id) = get(env::LA_WORKSPACE_ID) {
+            self.source.log_analytics.get_or_insert_with(Default::default).workspace_id = id;
+        }
+        if let Some(endpoint) = get(env::LA_ENDPOINT) {
+            self.source.log_analytics.get_or_insert_with(Default::default).endpoint = endpoint;
+        }
+        if let Some(pushdown) = get(env::LA_PUSHDOWN) {
+            let pushdown = match pushdown.as_str() {
+                "rows" => Pushdown::Rows,
+                "aggregate" => Pushdown::Aggregate,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        field: env::LA_PUSHDOWN.into(),
+                        message: format!("`{other}` is neither `rows` nor `aggregate`"),
+                    })
+                }
+            };
+            self.source.log_analytics.get_or_insert_with(Default::default).pushdown = pushdown;
+        }
+        if let Some(endpoint) = get(env::SENTINEL_ENDPOINT) {
+            self.sentinel.get_or_insert_with(Default::default).endpoint = endpoint;
+        }
+        if let Some(id) = get(env::SENTINEL_DCR) {
+            self.sentinel.get_or_insert_with(Default::default).dcr_immutable_id = id;
         }
         Ok(())
     }
@@ -831,11 +1161,16 @@ pub struct Settings {
     pub time_column: TimeColumn,
     pub hosts: HostMatcher,
     pub reference_hosts: Vec<String>,
+    pub extra_hosts: Vec<String>,
     pub exclusions: Vec<CompiledExclusion>,
     pub expected: Vec<CompiledExpected>,
     pub scope: Scope,
     pub reject_samples: usize,
     pub limits: Limits,
+    /// The query API source, when configured instead of files.
+    pub log_analytics: Option<LogAnalyticsSettings>,
+    /// Sentinel delivery, when configured.
+    pub sentinel: Option<SentinelSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -1131,5 +1466,91 @@ mod tests {
         assert!(!scope.admits(Some("Servers"), Some("SRV-TEST-3")));
         assert!(!scope.admits(None, Some("srv-01")));
         assert!(Scope::default().admits(None, None));
+    }
+
+    const WS: &str = "8f6a4c2e-1b3d-4e5f-9a7b-0c1d2e3f4a5b";
+    const DCR: &str = "dcr-0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn azure_sections_validate_purely_and_name_the_field() {
+        let base = format!(
+            "[source.log_analytics]\nworkspace_id = \"{WS}\"\n\n[sentinel]\nendpoint = \"https://dce-x.westeurope-1.ingest.monitor.azure.com\"\ndcr_immutable_id = \"{DCR}\"\n"
+        );
+        let settings = Config::from_toml(&base).unwrap().validate().unwrap();
+        let la = settings.log_analytics.unwrap();
+        assert_eq!(la.query_url().as_str(), format!("https://api.loganalytics.azure.com/v1/workspaces/{WS}/query"));
+        assert_eq!((la.window, la.max_rows, la.max_in_flight), (6 * 3_600_000_000, 500_000, 4));
+        let sentinel = settings.sentinel.unwrap();
+        assert_eq!(
+            sentinel.stream_url(&sentinel.stream("MdeTelemetryDaily")).as_str(),
+            format!("https://dce-x.westeurope-1.ingest.monitor.azure.com/dataCollectionRules/{DCR}/streams/Custom-MdeTelemetryDaily_CL?api-version=2023-01-01")
+        );
+        let local = Config::from_toml(
+            &base.replace("https://dce-x.westeurope-1.ingest.monitor.azure.com", "http://127.0.0.1:8080/"),
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!(
+            local.sentinel.unwrap().stream_url("Custom-A_CL").as_str(),
+            format!("http://127.0.0.1:8080/dataCollectionRules/{DCR}/streams/Custom-A_CL?api-version=2023-01-01")
+        );
+
+        let cases: &[(&str, &str, &str)] = &[
+            (WS, "not-a-guid", "source.log_analytics.workspace_id"),
+            ("https://dce-x.westeurope-1.ingest.monitor.azure.com", "http://dce.example", "must use https"),
+            ("https://dce-x.westeurope-1.ingest.monitor.azure.com", "https://u:p@dce.example", "credentials"),
+            ("https://dce-x.westeurope-1.ingest.monitor.azure.com", "https://dce.example/?sig=1", "query or fragment"),
+            ("https://dce-x.westeurope-1.ingest.monitor.azure.com", "ftp://dce.example", "scheme `ftp`"),
+            (DCR, "dcr-123", "sentinel.dcr_immutable_id"),
+            ("[sentinel]", "[sentinel]\nstreams = { MdeTelemetryDaily = \"Daily_CL\" }", "Custom-"),
+            ("[sentinel]", "[sentinel]\nstreams = { Nope = \"Custom-Nope_CL\" }", "not a result table"),
+            ("[sentinel]", "[sentinel]\nmax_batch_bytes = 2000000", "sentinel.max_batch_bytes"),
+            ("[sentinel]", "[sentinel]\nretry_base_ms = 90000", "sentinel.retry_base_ms"),
+            ("[source.log_analytics]", "[source.log_analytics]\nmax_rows = 600000", "max_rows"),
+            ("[source.log_analytics]", "[source.log_analytics]\nwindow_hours = 0", "window_hours"),
+            ("[source.log_analytics]", "[source.log_analytics]\nmax_in_flight = 9", "max_in_flight"),
+            ("[source.log_analytics]", "[source.log_analytics]\ntable = \"Device Events\"", "not a table name"),
+            ("[source.log_analytics]", "[source.log_analytics]\nserver_timeout_secs = 900", "server_timeout_secs"),
+            ("[source.log_analytics]", "[source]\ninputs = [\"x\"]\n[source.log_analytics]", "keep one source"),
+        ];
+        for (from, to, want) in cases {
+            let text = base.replacen(from, to, 1);
+            let err = Config::from_toml(&text).unwrap().validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{to}: {err}");
+        }
+        let err = Config::from_toml(&format!("{base}\n[sentinel.extra]\n")).unwrap_err();
+        assert!(err.contains("extra") || err.contains("duplicate"), "{err}");
+        let err = Config::from_toml("[source.log_analytics]\nworkspaceid = \"x\"").unwrap_err();
+        assert!(err.contains("workspaceid"), "{err}");
+        let mut config = Config::from_toml(&format!("reference_hosts = [\"a\\u0007b\"]\n{base}")).unwrap();
+        config.sentinel = None;
+        assert!(config.validate().unwrap_err().to_string().contains("control character"));
+    }
+
+    #[test]
+    fn environment_overrides_fill_the_azure_sections() {
+        let env: BTreeMap<&str, &str> = [
+            ("TELEMETRY_HUNT_LA_WORKSPACE_ID", WS),
+            ("TELEMETRY_HUNT_LA_ENDPOINT", "http://127.0.0.1:9"),
+            ("TELEMETRY_HUNT_LA_PUSHDOWN", "aggregate"),
+            ("TELEMETRY_HUNT_SENTINEL_ENDPOINT", "http://localhost:10"),
+            ("TELEMETRY_HUNT_SENTINEL_DCR_IMMUTABLE_ID", DCR),
+        ]
+        .into_iter()
+        .collect();
+        let mut config = Config::default();
+        config.apply_env(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        let settings = config.validate().unwrap();
+        let la = settings.log_analytics.unwrap();
+        assert_eq!((la.workspace_id.as_str(), la.pushdown), (WS, Pushdown::Aggregate));
+        assert_eq!(la.endpoint.as_str(), "http://127.0.0.1:9/");
+        assert_eq!(settings.sentinel.unwrap().dcr_immutable_id, DCR);
+
+        let mut config = Config::default();
+        config.apply_env(|_| None).unwrap();
+        assert_eq!(config, Config::default());
+        let err = config.apply_env(|k| (k == "TELEMETRY_HUNT_LA_PUSHDOWN").then(|| "fast".to_string())).unwrap_err();
+        assert!(err.to_string().contains("TELEMETRY_HUNT_LA_PUSHDOWN"), "{err}");
     }
 }

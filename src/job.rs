@@ -1,7 +1,8 @@
 //! One run of the job: take the results store's lock, finish or discard what an earlier run
 //! left, plan the sources, scan and hunt in parallel, stage every table per day, then commit
 //! them together with the run record. The run record is written on failure too, saying which
-//! stage failed; a failed run commits nothing else.
+//! stage failed; a failed run commits nothing else. Results store first, Sentinel second: only
+//! committed tables are sent, and what Sentinel does not acknowledge waits in the store's outbox.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,22 +10,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use azure_core::credentials::TokenCredential;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::iter::ParallelBridge;
 use rayon::prelude::*;
 
+use crate::azure::http::AzureClient;
 use crate::azure::storage::ConnectError;
-use crate::azure::Azure;
+use crate::azure::{Azure, IdentityKind};
 use crate::config::Settings;
 use crate::hunt::Partial;
 use crate::sink::blob::BlobStore;
 use crate::sink::local::LocalDir;
 use crate::sink::lock::{LockError, RunLock};
 use crate::sink::results::{day_prefix, Results};
+use crate::sink::sentinel::{DeliveryError, Ingestion, Outbox, Sentinel};
 use crate::sink::store::{Store, StoreError};
 use crate::sink::tables::{self, RunRecord};
-use crate::sink::{commit, SinkError};
+use crate::sink::{commit, SinkError, Table};
 use crate::source::blob::{BlobReader, Fetched};
+use crate::source::log_analytics::{
+    EventBatch, HostFilter, LogAnalytics, LogAnalyticsSettings, QueryError, QueryText, ScanRequest,
+};
 use crate::source::{plan_local, LimitExceeded, ScanOptions, ScanStats, SourceError, Unit};
 use crate::time::Day;
 
@@ -38,6 +45,9 @@ pub struct RunRequest {
     pub window: Option<(Day, Day)>,
     pub settings: Settings,
     pub progress: bool,
+    /// Signs the Log Analytics and Logs Ingestion calls instead of the configured identity
+    /// (tests and embedders); `None` uses `[azure] identity`.
+    pub credential: Option<Arc<dyn TokenCredential>>,
 }
 
 /// A finished run: the merged aggregate, the days written, the run record.
@@ -58,23 +68,105 @@ pub enum RunError {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error(transparent)]
     Sink(#[from] SinkError),
     #[error("the run could not be committed, so none of its days is visible: {0}")]
     Commit(StoreError),
     #[error("the run is committed, but moving its objects into place stopped; readers already see the whole run and the next run finishes the move: {0}")]
     CommitUnfinished(StoreError),
+    #[error("cannot set up the client for the Azure Monitor APIs: {0}")]
+    Monitor(String),
+    #[error(transparent)]
+    Deliver(#[from] DeliveryError),
 }
 
 impl RunError {
     pub fn stage(&self) -> &'static str {
         match self {
-            RunError::Connect(_) => "connect",
+            RunError::Connect(_) | RunError::Monitor(_) => "connect",
             RunError::Lock(_) => "lock",
-            RunError::Source(_) => "read",
+            RunError::Source(_) | RunError::Query(_) => "read",
             RunError::Sink(_) => "write",
             RunError::Commit(_) | RunError::CommitUnfinished(_) => "commit",
+            RunError::Deliver(_) => "deliver",
         }
     }
+}
+
+/// The Azure side of a run: the I/O runtime and identity (blob), and the HTTP client of the
+/// Log Analytics and Logs Ingestion APIs signed by that identity. Exists only when the
+/// configuration names something in Azure; it lives as long as the run.
+struct AzureSide {
+    azure: Azure,
+    monitor: Option<AzureClient>,
+}
+
+impl AzureSide {
+    fn for_settings(
+        settings: &Settings,
+        credential: Option<&Arc<dyn TokenCredential>>,
+    ) -> Result<Option<AzureSide>, RunError> {
+        let needs_monitor = settings.log_analytics.is_some() || settings.sentinel.is_some();
+        if !needs_monitor && settings.source_blob.is_none() && settings.results_blob.is_none() {
+            return Ok(None);
+        }
+        let azure = Azure::start(&settings.identity, &settings.transport)?;
+        let monitor = match needs_monitor {
+            false => None,
+            true => {
+                let credential = match credential {
+                    Some(credential) => credential.clone(),
+                    None => azure.identity.token_credential().ok_or_else(|| {
+                        RunError::Monitor(format!(
+                            "the `{}` identity signs only Azurite requests; the Log Analytics and Logs Ingestion APIs need a token: set `azure.identity` to `managed-identity` (or another Entra ID credential)",
+                            IdentityKind::Emulator.as_str()
+                        ))
+                    })?,
+                };
+                Some(AzureClient::new(credential).map_err(|e| RunError::Monitor(e.to_string()))?)
+            }
+        };
+        Ok(Some(AzureSide { azure, monitor }))
+    }
+
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.azure.handle().block_on(future)
+    }
+
+    fn monitor(&self) -> Result<&AzureClient, RunError> {
+        self.monitor.as_ref().ok_or_else(|| RunError::Monitor("no Azure Monitor client was set up".into()))
+    }
+}
+
+/// `check`: probes every Azure Monitor endpoint the settings name (`print 1` on the workspace, an
+/// empty array to every Sentinel stream). One line per probe, `Err` with the fix in words.
+pub fn probe_endpoints(
+    settings: &Settings,
+    credential: Option<&Arc<dyn TokenCredential>>,
+) -> Vec<Result<String, String>> {
+    if settings.log_analytics.is_none() && settings.sentinel.is_none() {
+        return Vec::new();
+    }
+    let side = match AzureSide::for_settings(settings, credential) {
+        Ok(Some(side)) => side,
+        Ok(None) => return Vec::new(),
+        Err(e) => return vec![Err(e.to_string())],
+    };
+    let client = match side.monitor() {
+        Ok(client) => client.clone(),
+        Err(e) => return vec![Err(e.to_string())],
+    };
+    let mut lines = Vec::new();
+    if let Some(la) = &settings.log_analytics {
+        let source = LogAnalytics::new(la.clone(), client.clone());
+        lines.push(side.block_on(source.probe()));
+    }
+    if let Some(sentinel) = &settings.sentinel {
+        let ingestion = Ingestion::new(sentinel.clone(), client);
+        lines.extend(side.block_on(ingestion.probe()));
+    }
+    lines
 }
 
 pub fn now_micros() -> i64 {
@@ -118,9 +210,12 @@ pub fn run(request: &RunRequest) -> Result<RunOutcome, (RunError, RunRecord)> {
         status: "running".into(),
         window: request.window,
         match_mode: settings.match_mode.as_str().into(),
-        sources: match &settings.source_blob {
-            Some(source) => vec![source.location.url()],
-            None => request.inputs.iter().map(|p| p.display().to_string()).collect(),
+        sources: match (&settings.source_blob, &settings.log_analytics) {
+            (Some(source), _) => vec![source.location.url()],
+            (None, Some(la)) => {
+                vec![format!("{} table {} (pushdown {})", la.describe(), la.table, la.pushdown.as_str())]
+            }
+            (None, None) => request.inputs.iter().map(|p| p.display().to_string()).collect(),
         },
         scope: scope_json(settings),
         ..Default::default()
@@ -131,31 +226,24 @@ pub fn run(request: &RunRequest) -> Result<RunOutcome, (RunError, RunRecord)> {
         record.error = Some(error.to_string());
         (error, record.clone())
     };
-    // The I/O side exists only when something is in Azure; it lives as long as this run.
-    let azure = match needs_azure(settings) {
-        true => Some(Azure::start(&settings.identity, &settings.transport).map_err(|e| fail(e.into(), &mut record))?),
-        false => None,
-    };
-    let store = open_results(request, azure.as_ref()).map_err(|e| fail(e, &mut record))?;
+    let side = AzureSide::for_settings(settings, request.credential.as_ref()).map_err(|e| fail(e, &mut record))?;
+    let store = open_results(request, side.as_ref().map(|s| &s.azure)).map_err(|e| fail(e, &mut record))?;
     let lock = RunLock::acquire(store.clone(), &run_id, settings.lock_ttl).map_err(|e| fail(e.into(), &mut record))?;
     let results = Results::for_run(store.clone(), &run_id);
     let outcome = recover(store.as_ref(), &run_id)
-        .and_then(|()| execute(request, azure.as_ref(), &results, &mut record))
-        .and_then(|(partial, days)| {
+        .and_then(|()| execute(request, side.as_ref(), &results, &mut record))
+        .and_then(|(partial, days, tables)| {
             record.status = "succeeded".into();
             publish(&results, &lock, &mut record, started_at)?;
-            Ok((partial, days))
+            Ok((partial, days, tables))
         });
     let release = |lock: RunLock| {
         if let Err(e) = lock.release() {
             tracing::warn!(error = %e, "The lock on the results store could not be released; it lapses at its expiry.");
         }
     };
-    match outcome {
-        Ok((partial, days)) => {
-            release(lock);
-            Ok(RunOutcome { partial, days, record, results: store.location() })
-        }
+    let (mut error, outcome, tables) = match outcome {
+        Ok((partial, days, tables)) => (None, Some((partial, days)), tables),
         Err(error) => {
             // A committed run keeps its staged objects: the next run moves them into place.
             let committed = matches!(error, RunError::CommitUnfinished(_));
@@ -169,14 +257,80 @@ pub fn run(request: &RunRequest) -> Result<RunOutcome, (RunError, RunRecord)> {
                     tracing::error!(error = %write_error, "The run record of the failed run could not be written.");
                 }
             }
-            release(lock);
-            Err((error, record))
+            (Some(error), None, Vec::new())
         }
+    };
+    // Sentinel second, still under the lock so no other run sends the same outbox. A failed run
+    // sends no tables of its own, but still what earlier runs left, and its run record.
+    if let Some((side, sentinel)) = side.as_ref().zip(settings.sentinel.as_ref()) {
+        match side.monitor() {
+            Ok(client) => {
+                let ingestion = Ingestion::new(sentinel.clone(), client.clone());
+                let sentinel = Arc::new(Sentinel::new(ingestion, Outbox::new(store.clone())));
+                // Committed objects are replaced directly from here on: no staging.
+                let committed = Results::new(store.clone());
+                deliver(&sentinel, side, &committed, tables, &mut record, &mut error);
+            }
+            Err(e) => error = error.or(Some(e)),
+        }
+    }
+    release(lock);
+    match (error, outcome) {
+        (None, Some((partial, days))) => Ok(RunOutcome { partial, days, record, results: store.location() }),
+        (Some(error), _) => Err((error, record)),
+        (None, None) => unreachable!("a run without an outcome has an error"),
     }
 }
 
-fn needs_azure(settings: &Settings) -> bool {
-    settings.source_blob.is_some() || settings.results_blob.is_some()
+/// Sends the run's tables (after what earlier runs left in the outbox), then its run row, which
+/// says what the delivery of the tables did. The store's run record is rewritten to say the same.
+fn deliver(
+    sentinel: &Arc<Sentinel>,
+    side: &AzureSide,
+    store: &Results,
+    tables: Vec<Table>,
+    record: &mut RunRecord,
+    error: &mut Option<RunError>,
+) {
+    let run_id = record.run_id.clone();
+    let clock = Instant::now();
+    let delivery = side.block_on(sentinel.deliver(&run_id, tables, true, now_micros()));
+    record.durations_ms.insert("deliver", clock.elapsed().as_millis() as u64);
+    if error.is_none() && !delivery.complete() {
+        let delivery_error = DeliveryError::from(&delivery);
+        record.status = "failed".into();
+        record.failed_stage = Some("deliver".into());
+        record.error = Some(delivery_error.to_string());
+        *error = Some(RunError::Deliver(delivery_error));
+    }
+    record.delivery = Some(delivery);
+    if let Err(e) = finish_record(store, record, record.started_at) {
+        tracing::error!(error = %e, "The run record could not be updated with what was delivered.");
+    }
+    let own = side.block_on(sentinel.deliver(&run_id, vec![record.to_table()], false, now_micros()));
+    if own.complete() {
+        return;
+    }
+    // The run row itself did not arrive: the run fails, and both the store's run record and the
+    // outbox copy of the row say so, so the next run sends what really happened.
+    let delivery = record.delivery.get_or_insert_with(Default::default);
+    delivery.absorb(own);
+    let delivery_error = DeliveryError::from(&*delivery);
+    let left: Vec<_> = delivery.left.iter().filter(|i| i.table == tables::RUNS).cloned().collect();
+    record.status = "failed".into();
+    if error.is_none() {
+        record.failed_stage = Some("deliver".into());
+        record.error = Some(delivery_error.to_string());
+        *error = Some(RunError::Deliver(delivery_error));
+    }
+    if let Err(e) = finish_record(store, record, record.started_at) {
+        tracing::error!(error = %e, "The run record could not be updated after its delivery failed.");
+    }
+    for item in left {
+        if let Err(e) = sentinel.record_again(&item, &record.to_table(), &run_id, now_micros()) {
+            tracing::error!(error = %e, "The outbox copy of the run record could not be updated.");
+        }
+    }
 }
 
 fn open_results(request: &RunRequest, azure: Option<&Azure>) -> Result<Arc<dyn Store>, RunError> {
@@ -229,12 +383,15 @@ fn finish_record(store: &Results, record: &mut RunRecord, started_at: i64) -> Re
     store.write_at(&prefix, &format!("run-{}", record.run_id), &record.to_table())
 }
 
+/// The merged aggregate, the days of the run, and every table written (for Sentinel).
+type Executed = (Partial, Vec<Day>, Vec<Table>);
+
 fn execute(
     request: &RunRequest,
-    azure: Option<&Azure>,
+    side: Option<&AzureSide>,
     store: &Results,
     record: &mut RunRecord,
-) -> Result<(Partial, Vec<Day>), RunError> {
+) -> Result<Executed, RunError> {
     let settings = &request.settings;
     let options = ScanOptions {
         window: request.window,
@@ -244,14 +401,69 @@ fn execute(
         columns: crate::hunt::aggregate::needed_columns(settings),
         limits: settings.limits,
     };
-
     let clock = Instant::now();
+    let (partial, stats) = match (&settings.log_analytics, side) {
+        (Some(la), Some(side)) => scan_log_analytics(request, la, side, options, record)?,
+        _ => scan_files(request, side.map(|s| &s.azure), &options, record)?,
+    };
+    record.durations_ms.insert("scan", clock.elapsed().as_millis() as u64);
+    write(request, store, record, partial, stats)
+}
+
+/// The query API: windows over the run's days, each answer folded into a partial on rayon.
+fn scan_log_analytics(
+    request: &RunRequest,
+    la: &LogAnalyticsSettings,
+    side: &AzureSide,
+    options: ScanOptions,
+    record: &mut RunRecord,
+) -> Result<(Partial, ScanStats), RunError> {
+    let settings = Arc::new(request.settings.clone());
+    let (from, to) = request.window.ok_or_else(|| {
+        RunError::Monitor("a workspace source needs a window; `run` sets the nightly one unless --from/--to".into())
+    })?;
+    let options = ScanOptions { window: Some((from, to)), ..options };
+    let filter = HostFilter::new(&settings.reference_hosts, &settings.extra_hosts);
+    let text = QueryText::new(&la.table, settings.time_column.column(), la.pushdown, &settings, &filter);
+    let source = Arc::new(LogAnalytics::new(la.clone(), side.monitor()?.clone()));
+    tracing::info!(source = %la.describe(), from = %from, to = %to, pushdown = la.pushdown.as_str(), "Querying the workspace.");
+    let fold_settings = settings.clone();
+    let fold = Arc::new(move |batches: Vec<EventBatch>| {
+        let mut partial = Partial::default();
+        for b in &batches {
+            partial.add_weighted_batch(&fold_settings, &b.batch, b.events.as_deref());
+        }
+        partial
+    });
+    let scan = ScanRequest { start: from.start_micros(), end: to.next().start_micros(), text, options };
+    let (partial, stats, query) = side.block_on(source.scan(scan, fold, Partial::merge))?;
+    record.bytes = query.answer_bytes;
+    tracing::info!(
+        windows = query.windows,
+        splits = query.splits,
+        retries = query.retries,
+        rows = query.rows_returned,
+        "The workspace answered."
+    );
+    record.query = Some(query);
+    Ok((partial, stats))
+}
+
+/// Files, local or in a blob container: planned into units, scanned on rayon (blobs fetched
+/// ahead by tokio).
+fn scan_files(
+    request: &RunRequest,
+    azure: Option<&Azure>,
+    options: &ScanOptions,
+    record: &mut RunRecord,
+) -> Result<(Partial, ScanStats), RunError> {
+    let settings = &request.settings;
     let (mut plan, reader) = match (&settings.source_blob, azure) {
         (Some(source), Some(azure)) => {
             let reader = BlobReader::new(azure.container(&source.location)?, source.layout, azure.identity.clone());
-            (reader.plan(request.window, &options)?, Some(reader))
+            (reader.plan(request.window, options)?, Some(reader))
         }
-        _ => (plan_local(&request.inputs, &options)?, None),
+        _ => (plan_local(&request.inputs, options)?, None),
     };
     record.files = plan.files.len();
     record.files_skipped = plan.skipped_files.len();
@@ -291,8 +503,8 @@ fn execute(
         // A reader library that panics on a corrupt file fails the run with the file's name, as
         // any unreadable input does, rather than taking the process down.
         let scanned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match fetched {
-            None => unit.scan(&options, &mut sink),
-            Some(fetched) => unit.scan_fetched(fetched, &options, &mut sink),
+            None => unit.scan(options, &mut sink),
+            Some(fetched) => unit.scan_fetched(fetched, options, &mut sink),
         }));
         let stats = scanned.unwrap_or_else(|panic| {
             let message = panic
@@ -327,7 +539,7 @@ fn execute(
         None => units.par_iter().map(|unit| scan(unit, None)).try_reduce(empty, merge)?,
         // tokio fetches ahead; rayon decodes what arrives, never more than a few units at once.
         Some(reader) => reader
-            .fetch(units, &options)
+            .fetch(units, options)
             .par_bridge()
             .map(|fetched| fetched.and_then(|(unit, bytes)| scan(&unit, Some(bytes))))
             .try_reduce(empty, merge)?,
@@ -338,9 +550,19 @@ fn execute(
     }
     stats.row_groups_pruned += plan.row_groups_pruned;
     stats.rows_pruned += plan.rows_pruned;
-    record.durations_ms.insert("scan", clock.elapsed().as_millis() as u64);
+    Ok((partial, stats))
+}
 
-    let days: Vec<Day> = match request.window {
+/// Every table of every day, staged in the results store; the tables are returned for Sentinel.
+fn write(
+    request: &RunRequest,
+    store: &Results,
+    record: &mut RunRecord,
+    partial: Partial,
+    stats: ScanStats,
+) -> Result<Executed, RunError> {
+    let settings = &request.settings;
+    let days: Vec<Day> = match record.window {
         Some((from, to)) => from.through(to).collect(),
         None => stats.rows_per_day.keys().copied().collect(),
     };
@@ -366,11 +588,20 @@ fn execute(
     record.stats = stats;
 
     let clock = Instant::now();
-    days.par_iter().try_for_each(|&day| -> Result<(), SinkError> {
-        store.write_day(&tables::daily(&partial, settings.match_mode, day), day)?;
-        store.write_day(&tables::hosts(&partial, settings, day), day)?;
-        store.write_day(&tables::processes(&partial, settings, day), day)
-    })?;
+    let written = days
+        .par_iter()
+        .map(|&day| -> Result<Vec<Table>, SinkError> {
+            let day_tables = vec![
+                tables::daily(&partial, settings.match_mode, day),
+                tables::hosts(&partial, settings, day),
+                tables::processes(&partial, settings, day),
+            ];
+            for table in &day_tables {
+                store.write_day(table, day)?;
+            }
+            Ok(day_tables)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     record.durations_ms.insert("write", clock.elapsed().as_millis() as u64);
-    Ok((partial, days))
+    Ok((partial, days, written.into_iter().flatten().collect()))
 }

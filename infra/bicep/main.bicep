@@ -263,34 +263,44 @@ resource job 'Microsoft.App/jobs@2025-07-01' = {
               value: 'json'
             }
             {
-              // The managed identity the job authenticates with (azure_identity reads it).
-              name: 'AZURE_CLIENT_ID'
+              name: 'TELEMETRY_HUNT_IDENTITY'
+              value: 'managed-identity'
+            }
+            {
+              // The user-assigned identity the job authenticates with.
+              name: 'TELEMETRY_HUNT_CLIENT_ID'
               value: identity.properties.clientId
             }
             {
-              name: 'TELEMETRY_HUNT_OUT'
-              value: '${storage.properties.primaryEndpoints.blob}${resultsContainerName}'
-            }
-            // Proposed names, to be aligned with the blob and Sentinel sinks on merge:
-            {
-              name: 'TELEMETRY_HUNT_STORAGE_ACCOUNT'
+              name: 'TELEMETRY_HUNT_RESULTS_ACCOUNT'
               value: storage.name
             }
             {
-              name: 'TELEMETRY_HUNT_STORAGE_CONTAINER'
+              name: 'TELEMETRY_HUNT_RESULTS_CONTAINER'
               value: resultsContainerName
             }
             {
-              name: 'TELEMETRY_HUNT_WORKSPACE_ID'
-              value: workspace.properties.customerId
-            }
-            {
-              name: 'TELEMETRY_HUNT_INGESTION_ENDPOINT'
+              name: 'TELEMETRY_HUNT_SENTINEL_ENDPOINT'
               value: ingestionEndpoint.properties.logsIngestion.endpoint
             }
             {
-              name: 'TELEMETRY_HUNT_DCR_IMMUTABLE_ID'
+              name: 'TELEMETRY_HUNT_SENTINEL_DCR_IMMUTABLE_ID'
               value: collectionRule.properties.immutableId
+            }
+          ], empty(sourceContainerName) ? [
+            {
+              // No export container: the job reads DeviceNetworkEvents from the workspace.
+              name: 'TELEMETRY_HUNT_LA_WORKSPACE_ID'
+              value: workspace.properties.customerId
+            }
+          ] : [
+            {
+              name: 'TELEMETRY_HUNT_SOURCE_ACCOUNT'
+              value: sourceStorageAccountName
+            }
+            {
+              name: 'TELEMETRY_HUNT_SOURCE_CONTAINER'
+              value: sourceContainerName
             }
           ], empty(configToml) ? [] : [
             {

@@ -27,18 +27,23 @@ locals {
   config_secret = "telemetry-hunt.toml"
   config_files  = compact([var.config_toml])
   config_env    = { for toml in local.config_files : "TELEMETRY_HUNT_CONFIG" => "${local.config_mount}/${local.config_secret}" }
+  # No export container: the job reads DeviceNetworkEvents from the workspace.
+  source_env = var.source_container_name == "" ? {
+    TELEMETRY_HUNT_LA_WORKSPACE_ID = data.azurerm_log_analytics_workspace.sentinel.workspace_id
+    } : {
+    TELEMETRY_HUNT_SOURCE_ACCOUNT   = var.source_storage_account_name
+    TELEMETRY_HUNT_SOURCE_CONTAINER = var.source_container_name
+  }
   job_env = merge({
     TELEMETRY_HUNT_LOG_FORMAT = "json"
-    # The managed identity the job authenticates with (azure_identity reads it).
-    AZURE_CLIENT_ID    = azurerm_user_assigned_identity.job.client_id
-    TELEMETRY_HUNT_OUT = local.results_container
-    # Proposed names, to be aligned with the blob and Sentinel sinks on merge:
-    TELEMETRY_HUNT_STORAGE_ACCOUNT    = azurerm_storage_account.results.name
-    TELEMETRY_HUNT_STORAGE_CONTAINER  = var.results_container_name
-    TELEMETRY_HUNT_WORKSPACE_ID       = data.azurerm_log_analytics_workspace.sentinel.workspace_id
-    TELEMETRY_HUNT_INGESTION_ENDPOINT = azurerm_monitor_data_collection_endpoint.ingestion.logs_ingestion_endpoint
-    TELEMETRY_HUNT_DCR_IMMUTABLE_ID   = azurerm_monitor_data_collection_rule.results.immutable_id
-  }, local.config_env)
+    TELEMETRY_HUNT_IDENTITY   = "managed-identity"
+    # The user-assigned identity the job authenticates with.
+    TELEMETRY_HUNT_CLIENT_ID                 = azurerm_user_assigned_identity.job.client_id
+    TELEMETRY_HUNT_RESULTS_ACCOUNT           = azurerm_storage_account.results.name
+    TELEMETRY_HUNT_RESULTS_CONTAINER         = var.results_container_name
+    TELEMETRY_HUNT_SENTINEL_ENDPOINT         = azurerm_monitor_data_collection_endpoint.ingestion.logs_ingestion_endpoint
+    TELEMETRY_HUNT_SENTINEL_DCR_IMMUTABLE_ID = azurerm_monitor_data_collection_rule.results.immutable_id
+  }, local.source_env, local.config_env)
 }
 
 resource "azurerm_user_assigned_identity" "job" {

@@ -1,5 +1,5 @@
 output "identity_client_id" {
-  description = "Client id of the job's managed identity (AZURE_CLIENT_ID in the job)."
+  description = "Client id of the job's managed identity (TELEMETRY_HUNT_CLIENT_ID in the job)."
   value       = azurerm_user_assigned_identity.job.client_id
 }
 

@@ -219,6 +219,12 @@ impl Identity {
         Ok(BearerToken(token.token))
     }
 
+    /// The Entra ID credential itself, for the Azure Monitor APIs' HTTP client; `None` for the
+    /// emulator, which has no tokens to give.
+    pub fn token_credential(&self) -> Option<Arc<dyn TokenCredential>> {
+        self.credential.clone()
+    }
+
     /// What object_store signs Blob Storage requests with: the shared key of the emulator, or
     /// this identity's storage tokens.
     pub fn storage_credential(&self) -> Arc<dyn CredentialProvider<Credential = AzureCredential>> {

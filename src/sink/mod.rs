@@ -8,6 +8,7 @@ pub mod local;
 pub mod lock;
 pub mod results;
 pub mod schema;
+pub mod sentinel;
 pub mod store;
 pub mod summary;
 pub mod table;

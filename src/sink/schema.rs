@@ -17,6 +17,9 @@ use super::ColumnType;
 
 /// The column the DCR transform turns into `TimeGenerated`.
 pub const EVENT_TIME: &str = "EventTime";
+/// Every row sent says which run produced it, so re-sent rows can be told apart; tables that
+/// have no such column of their own get it in Sentinel.
+pub const RUN_ID: &str = "RunId";
 /// Every Log Analytics table has it; the transform sets it from [`EVENT_TIME`].
 pub const TIME_GENERATED: &str = "TimeGenerated";
 pub const TRANSFORM_KQL: &str = "source | extend TimeGenerated = todatetime(EventTime) | project-away EventTime";
@@ -85,8 +88,33 @@ pub fn check_column_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn columns(list: impl Iterator<Item = (String, &'static str)>) -> Value {
-    Value::Array(list.map(|(name, ty)| json!({ "name": name, "type": ty })).collect())
+/// The columns a row sent to the table's stream carries: `EventTime`, the table's columns, and
+/// `RunId` when the table has none.
+pub fn stream_columns(table: &TableDef) -> Vec<(&'static str, &'static str)> {
+    sentinel_columns(table, (EVENT_TIME, "datetime"), stream_type)
+}
+
+/// The columns of the Log Analytics table: `TimeGenerated`, the table's columns, and `RunId`
+/// when the table has none.
+pub fn table_columns(table: &TableDef) -> Vec<(&'static str, &'static str)> {
+    sentinel_columns(table, (TIME_GENERATED, "dateTime"), table_type)
+}
+
+fn sentinel_columns(
+    table: &TableDef,
+    time: (&'static str, &'static str),
+    type_of: fn(ColumnType) -> &'static str,
+) -> Vec<(&'static str, &'static str)> {
+    let mut out = vec![time];
+    out.extend(table.columns.iter().map(|(name, ty)| (*name, type_of(*ty))));
+    if !table.columns.iter().any(|(name, _)| *name == RUN_ID) {
+        out.push((RUN_ID, type_of(ColumnType::Text)));
+    }
+    out
+}
+
+fn columns(list: Vec<(&'static str, &'static str)>) -> Value {
+    Value::Array(list.into_iter().map(|(name, ty)| json!({ "name": name, "type": ty })).collect())
 }
 
 /// The schema document the infra loads: `streamDeclarations` in the DCR's own shape, and one
@@ -98,16 +126,12 @@ pub fn document(tables: &[TableDef]) -> Result<Value, String> {
         for (name, _) in table.columns {
             check_column_name(name).map_err(|e| format!("table {}: {e}", table.name))?;
         }
-        let stream_columns = std::iter::once((EVENT_TIME.to_string(), "datetime"))
-            .chain(table.columns.iter().map(|(name, ty)| (name.to_string(), stream_type(*ty))));
-        streams.insert(stream_name(table), json!({ "columns": columns(stream_columns) }));
-        let table_columns = std::iter::once((TIME_GENERATED.to_string(), "dateTime"))
-            .chain(table.columns.iter().map(|(name, ty)| (name.to_string(), table_type(*ty))));
+        streams.insert(stream_name(table), json!({ "columns": columns(stream_columns(table)) }));
         definitions.push(json!({
             "name": table_name(table),
             "stream": stream_name(table),
             "transformKql": TRANSFORM_KQL,
-            "columns": columns(table_columns),
+            "columns": columns(table_columns(table)),
         }));
     }
     Ok(json!({
@@ -140,7 +164,10 @@ mod tests {
             let names = |v: &Value| -> Vec<String> {
                 v.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect()
             };
-            let own: Vec<String> = def.columns.iter().map(|(n, _)| n.to_string()).collect();
+            let mut own: Vec<String> = def.columns.iter().map(|(n, _)| n.to_string()).collect();
+            if !own.iter().any(|n| n == "RunId") {
+                own.push("RunId".into());
+            }
             assert_eq!(names(&table["columns"]), [vec!["TimeGenerated".to_string()], own.clone()].concat());
             assert_eq!(
                 names(&doc["streamDeclarations"][&stream]["columns"]),

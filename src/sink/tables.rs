@@ -118,6 +118,23 @@ pub const RUNS_COLUMNS: &[(&str, T)] = &[
     ("Scope", T::Json),
     ("DurationsMs", T::Json),
     ("Version", T::Text),
+    // The Log Analytics query API source (null for files): windows answered, halvings, retried
+    // calls, rows (or pre-aggregated groups) returned.
+    ("QueryWindows", T::Int),
+    ("QuerySplits", T::Int),
+    ("QueryRetries", T::Int),
+    ("QueryRowsReturned", T::Int),
+    // Sentinel delivery (null without `[sentinel]`), counting the result tables' batches; the
+    // run row itself is sent after it is written. Earlier runs' outbox batches sent first are
+    // included, and counted again in SentinelOutboxResent.
+    ("SentinelBatches", T::Int),
+    ("SentinelRows", T::Int),
+    ("SentinelOutboxResent", T::Int),
+    ("SentinelBatchesFailed", T::Int),
+    ("SentinelRowsFailed", T::Int),
+    ("SentinelRowsUnsendable", T::Int),
+    ("SentinelOutboxLeft", T::Int),
+    ("SentinelErrors", T::Json),
 ];
 
 /// A result table as the results store and Sentinel know it.
@@ -128,6 +145,11 @@ pub struct TableDef {
     /// The columns that identify a row (the table's grain). A re-run re-sends rows with the same
     /// key, so readers keep the newest row per key.
     pub key: &'static [&'static str],
+}
+
+/// The definition of a result table by name.
+pub fn table_def(name: &str) -> Option<&'static TableDef> {
+    TABLES.iter().find(|t| t.name == name)
 }
 
 /// Every result table. The results store, the Sentinel custom tables, the DCR streams and the
@@ -240,6 +262,8 @@ pub struct RunRecord {
     pub excluded_by_rule: BTreeMap<String, u64>,
     pub scope: serde_json::Value,
     pub durations_ms: BTreeMap<&'static str, u64>,
+    pub query: Option<crate::source::log_analytics::QueryStats>,
+    pub delivery: Option<crate::sink::sentinel::Delivery>,
 }
 
 impl RunRecord {
@@ -292,6 +316,24 @@ impl RunRecord {
             Cell::Json(json!(self.durations_ms)),
             Cell::from(env!("CARGO_PKG_VERSION")),
         ]);
+        let row = table.rows.last_mut().expect("the row just pushed");
+        let q = self.query.as_ref();
+        for value in [q.map(|q| q.windows), q.map(|q| q.splits), q.map(|q| q.retries), q.map(|q| q.rows_returned)] {
+            row.push(value.map_or(Cell::Null, Cell::from));
+        }
+        let d = self.delivery.as_ref();
+        for value in [
+            d.map(|d| d.batches),
+            d.map(|d| d.rows),
+            d.map(|d| d.resent_batches),
+            d.map(|d| d.failed_batches + d.unrecorded_batches),
+            d.map(|d| d.failed_rows),
+            d.map(|d| d.unsendable_rows),
+            d.map(|d| d.outbox_left),
+        ] {
+            row.push(value.map_or(Cell::Null, Cell::from));
+        }
+        row.push(d.map_or(Cell::Null, |d| Cell::Json(json!(d.errors))));
         table
     }
 }

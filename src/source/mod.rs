@@ -10,6 +10,7 @@ pub mod canonical;
 pub mod csv;
 pub mod json;
 pub mod local;
+pub mod log_analytics;
 pub mod parquet;
 
 use std::collections::BTreeMap;

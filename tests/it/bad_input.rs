@@ -467,8 +467,9 @@ fn every_bad_input_has_its_outcome() {
             window: None,
             settings: config.validate().unwrap(),
             progress: false,
+            credential: None,
         };
-        let result = std::panic::catch_unwind(|| job::run(&request));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job::run(&request)));
         let problem = match (&case.expect, result) {
             (_, Err(_)) => Some("panicked".to_string()),
             (Expect::Rows { scanned, rejected, kql, normalized, days }, Ok(Ok(outcome))) => {

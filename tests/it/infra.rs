@@ -289,3 +289,63 @@ fn every_panel_and_the_rule_keep_the_newest_row_per_key() {
         assert_eq!(by.split(", ").collect::<Vec<_>>(), table.key, "{name}: dedupe by the table's key");
     }
 }
+
+/// The `TELEMETRY_HUNT_*` names a deployment file sets, in order of appearance.
+fn deployed_env_names(path: &str) -> Vec<String> {
+    let text = read(path);
+    let mut names = Vec::new();
+    for (at, _) in text.match_indices("TELEMETRY_HUNT_") {
+        let name: String =
+            text[at..].chars().take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_').collect();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+#[test]
+fn the_deployments_set_only_variables_the_job_reads_and_the_result_validates() {
+    let known: BTreeSet<String> =
+        ["src/cli.rs", "src/config.rs"].iter().flat_map(|path| deployed_env_names(path)).collect();
+    for path in ["infra/bicep/main.bicep", "infra/terraform/main.tf"] {
+        let names = deployed_env_names(path);
+        for must in [
+            "TELEMETRY_HUNT_IDENTITY",
+            "TELEMETRY_HUNT_CLIENT_ID",
+            "TELEMETRY_HUNT_RESULTS_ACCOUNT",
+            "TELEMETRY_HUNT_RESULTS_CONTAINER",
+            "TELEMETRY_HUNT_LA_WORKSPACE_ID",
+            "TELEMETRY_HUNT_SOURCE_ACCOUNT",
+            "TELEMETRY_HUNT_SOURCE_CONTAINER",
+            "TELEMETRY_HUNT_SENTINEL_ENDPOINT",
+            "TELEMETRY_HUNT_SENTINEL_DCR_IMMUTABLE_ID",
+        ] {
+            assert!(names.iter().any(|n| n == must), "{path} does not set {must}");
+        }
+        for name in &names {
+            assert!(known.contains(name), "{path} sets {name}, which the job does not read");
+        }
+    }
+    // What the deployment sets, with plausible values, is a valid configuration for both of its
+    // sources (the workspace, or an export container instead).
+    let common = [
+        ("TELEMETRY_HUNT_IDENTITY", "managed-identity"),
+        ("TELEMETRY_HUNT_CLIENT_ID", "11111111-2222-3333-4444-555555555555"),
+        ("TELEMETRY_HUNT_RESULTS_ACCOUNT", "mdetelhuntabc123"),
+        ("TELEMETRY_HUNT_RESULTS_CONTAINER", "telemetry-hunt"),
+        ("TELEMETRY_HUNT_SENTINEL_ENDPOINT", "https://mdetelhunt-dce-abcd.westeurope-1.ingest.monitor.azure.com"),
+        ("TELEMETRY_HUNT_SENTINEL_DCR_IMMUTABLE_ID", "dcr-00000000000000000000000000000000"),
+    ];
+    let workspace = [("TELEMETRY_HUNT_LA_WORKSPACE_ID", "66666666-7777-8888-9999-000000000000")];
+    let export = [("TELEMETRY_HUNT_SOURCE_ACCOUNT", "exports"), ("TELEMETRY_HUNT_SOURCE_CONTAINER", "mde")];
+    for source in [&workspace[..], &export[..]] {
+        let env: std::collections::BTreeMap<&str, &str> = common.iter().chain(source).copied().collect();
+        let mut config = telemetry_hunt::config::Config::default();
+        config.apply_env(|name| env.get(name).map(|v| v.to_string())).expect("the environment applies");
+        let settings = config.validate().unwrap_or_else(|e| panic!("{source:?}: {e}"));
+        assert!(settings.results_blob.is_some() && settings.sentinel.is_some());
+        assert_eq!(settings.log_analytics.is_some(), source.len() == 1);
+        assert_eq!(settings.source_blob.is_some(), source.len() == 2);
+    }
+}

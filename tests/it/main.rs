@@ -1,5 +1,6 @@
 //! Integration tests: one binary, so the crate and its dependencies link once.
 
+mod azure_fakes;
 mod azurite_failures;
 mod azurite_identity;
 mod azurite_nightly;
@@ -11,6 +12,9 @@ mod formats;
 mod fuzz_drivers;
 mod fuzz_regressions;
 mod infra;
+mod ingestion;
+mod ingestion_e2e;
+mod log_analytics;
 mod oracle;
 mod parquet_variants;
 mod properties;
