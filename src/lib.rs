@@ -4,6 +4,7 @@
 //! Data flows `source` → `hunt` → `sink`: sources yield canonical Arrow batches, the hunt
 //! classifies hosts and aggregates exact distinct devices on rayon, sinks write the tables.
 
+pub mod baseline;
 pub mod cli;
 pub mod config;
 pub mod hunt;
