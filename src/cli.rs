@@ -28,8 +28,9 @@ pub mod env_vars {
     long_about = "Hunts Defender DeviceNetworkEvents for connections to Defender for Endpoint's own telemetry hosts.\n\n\
 It reproduces Microsoft's \"Defender for Endpoint Telemetry\" hunting query exactly (distinct devices per \
 ActionType per UTC day, counted exactly rather than estimated), catches the spellings that hide a host from \
-that query, and writes per-day tables as Parquet and JSON lines.",
-    after_help = "Examples:\n  telemetry-hunt run                                   # the bundled sample, results in ./out\n  telemetry-hunt run --input exports/ --from 2026-11-01 --to 2026-11-30\n  telemetry-hunt sample --out data/ --rows 1000000 --days 7\n\nExit codes: 0 ok, 1 the run failed (nothing half-written), 2 usage or configuration error."
+that query, compares each day with the 30 before it (series anomalies, unexpected processes, new \
+combinations, look-alike hosts, unusual ports, silent devices), and writes per-day tables, findings and an HTML report.",
+    after_help = "Examples:\n  telemetry-hunt run                                   # the bundled sample, results and report.html in ./out\n  telemetry-hunt run --input exports/ --from 2026-11-01 --to 2026-11-30\n  telemetry-hunt backfill --input exports/ --from 2026-10-01 --to 2026-11-30\n  telemetry-hunt report --out out/\n  telemetry-hunt sample --out data/ --rows 1000000 --days 7\n\nExit codes: 0 ok, 1 the run failed (nothing half-written), 2 usage or configuration error."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -66,7 +67,7 @@ pub enum LogFormat {
 pub enum Command {
     /// Hunt over DeviceNetworkEvents and write the per-day result tables.
     #[command(
-        after_help = "Examples:\n  telemetry-hunt run\n      the bundled sample (fixtures/sample), results in ./out\n  telemetry-hunt run --input exports/ --input extra.jsonl.gz --out results/\n  telemetry-hunt run --input events.parquet --from 2026-11-01 --to 2026-11-07 --match-mode normalized\n\nInputs: Parquet (any common writer), JSON lines (Defender streaming export, Log Analytics export, plain or .gz),\nDefender portal CSV exports. Folders are searched recursively.\n\nOutput: <out>/<Table>/day=YYYY-MM-DD/part-0.{parquet,jsonl} for MdeTelemetryDaily, MdeTelemetryHosts and\nMdeTelemetryProcesses, and one run record per run in <out>/MdeTelemetryRuns/. Re-running a day replaces its files."
+        after_help = "Examples:\n  telemetry-hunt run\n      the bundled sample (fixtures/sample), results in ./out\n  telemetry-hunt run --input exports/ --input extra.jsonl.gz --out results/\n  telemetry-hunt run --input events.parquet --from 2026-11-01 --to 2026-11-07 --match-mode normalized\n\nInputs: Parquet (any common writer), JSON lines (Defender streaming export, Log Analytics export, plain or .gz),\nDefender portal CSV exports. Folders are searched recursively.\n\nOutput: <out>/<Table>/day=YYYY-MM-DD/part-0.{parquet,jsonl} for MdeTelemetryDaily, MdeTelemetryHosts,\nMdeTelemetryProcesses, MdeTelemetryDeviceHosts and MdeTelemetryFindings, one run record per run in\n<out>/MdeTelemetryRuns/, and <out>/report.html. Re-running a day replaces its files; its findings come out the same.\nThe detectors read the 30 days before each day from <out> (earlier runs or backfill), never the raw input again."
     )]
     Run(RunArgs),
     /// Write deterministic, realistic synthetic DeviceNetworkEvents (for trials, tests, benchmarks).
@@ -74,6 +75,16 @@ pub enum Command {
         after_help = "Examples:\n  telemetry-hunt sample --out data/\n  telemetry-hunt sample --out big/ --rows 5000000 --days 30 --devices 20000\n  telemetry-hunt sample --out json/ --format jsonl --seed 7\n\nOne file per UTC day, DeviceNetworkEvents_YYYY-MM-DD.{parquet,jsonl}. The same options give the same bytes."
     )]
     Sample(SampleArgs),
+    /// Build history day by day over a range of days: hunt, detect, write; resumable.
+    #[command(
+        after_help = "Examples:\n  telemetry-hunt backfill --from 2026-10-01 --to 2026-11-30 --input exports/\n      hunt 61 days one at a time; run it again after an interruption and it goes on where it stopped\n  telemetry-hunt backfill --from 2026-11-20 --to 2026-11-20 --input exports/ --force\n      hunt a completed day again (new input, new configuration)\n\nEach day is a run of its own (one run record per day) over the input rows of that day, so memory stays at\none day's aggregates. A day is complete once its tables and findings are written: the store then holds\n<out>/_complete/day=YYYY-MM-DD.json, and later backfills skip that day. A progress bar shows on a terminal,\none log line per day otherwise."
+    )]
+    Backfill(BackfillArgs),
+    /// Draw report.html again from the results store (no input is read).
+    #[command(
+        after_help = "Examples:\n  telemetry-hunt report --out out/\n      writes out/report.html: the last 30 days of connections per ActionType, the findings, hosts,\n      processes and the latest run, from the tables in out/\n\nThe page is one self-contained file (no scripts, fonts or network), safe to mail or attach."
+    )]
+    Report(ReportArgs),
     /// Print the effective configuration as TOML: the defaults, merged with `--config`.
     #[command(
         after_help = "Examples:\n  telemetry-hunt config > telemetry-hunt.toml     # every default, ready to edit\n  telemetry-hunt config --config mine.toml       # check a file and see what it resolves to"
@@ -110,6 +121,26 @@ pub struct RunArgs {
     /// also counts `HOST:443`, `host.`, `tcp://host` and other spellings.
     #[arg(long, value_enum, env = env_vars::MATCH_MODE)]
     pub match_mode: Option<MatchMode>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Hunt days that are already complete again.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Results folder to draw the report from (and write report.html into). Default: the
+    /// configuration's `output.dir`, else `out`.
+    #[arg(long, env = env_vars::OUT)]
+    pub out: Option<PathBuf>,
+    /// TOML configuration file (for the report's settings, e.g. `detect.max_listed_devices`).
+    #[arg(long, env = env_vars::CONFIG)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -157,15 +188,24 @@ pub enum CliError {
     Run(#[from] RunError),
     #[error(transparent)]
     Sample(#[from] sample::SampleError),
+    #[error("cannot draw the report: {0}")]
+    Report(#[from] crate::sink::SinkError),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) | CliError::Config(_) => 2,
-            CliError::Run(_) | CliError::Sample(_) => 1,
+            CliError::Run(_) | CliError::Sample(_) | CliError::Report(_) => 1,
         }
     }
+}
+
+fn load_config(path: &Option<PathBuf>) -> Result<Config, CliError> {
+    Ok(match path {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    })
 }
 
 /// The bundled sample: `fixtures/sample` under the working folder, else under the source tree
@@ -183,10 +223,7 @@ pub fn show_progress(global: &GlobalArgs) -> bool {
 /// Resolves `run`'s arguments and configuration into a request. No I/O beyond reading the
 /// configuration file.
 pub fn resolve_run(args: &RunArgs, progress: bool) -> Result<RunRequest, CliError> {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+    let mut config = load_config(&args.config)?;
     if let Some(mode) = args.match_mode {
         config.match_mode = mode;
     }
@@ -247,11 +284,50 @@ pub fn execute(cli: &Cli) -> Result<(), CliError> {
                 }
             }
         }
-        Command::Config(args) => {
-            let config = match &args.config {
-                Some(path) => Config::load(path)?,
-                None => Config::default(),
+        Command::Backfill(args) => {
+            let (Some(from), Some(to)) = (args.run.from, args.run.to) else {
+                return Err(CliError::Usage(
+                    "backfill needs `--from DAY --to DAY` (inclusive UTC days, YYYY-MM-DD)".into(),
+                ));
             };
+            let request = resolve_run(&args.run, false)?;
+            match job::backfill(&request, from, to, args.force, show_progress(&cli.global)) {
+                Ok(outcome) => {
+                    let findings: usize = outcome.done.iter().map(|(_, n)| n).sum();
+                    println!(
+                        "Backfilled {} day(s) from {from} to {to}, {} already complete and skipped; {findings} finding(s). \
+                         Report: {}",
+                        outcome.done.len(),
+                        outcome.skipped.len(),
+                        request.out.join(crate::sink::report::REPORT).display()
+                    );
+                    Ok(())
+                }
+                Err((error, record)) => {
+                    tracing::error!(run_id = %record.run_id, stage = record.failed_stage.as_deref().unwrap_or(""), "Backfill stopped; run it again to resume.");
+                    Err(error.into())
+                }
+            }
+        }
+        Command::Report(args) => {
+            let config = load_config(&args.config)?;
+            let settings = config.validate()?;
+            let out = args.out.clone().unwrap_or_else(|| config.output.dir.clone());
+            let results =
+                crate::sink::results::Results::new(std::sync::Arc::new(crate::sink::local::LocalDir::new(&out)));
+            if results.days(crate::sink::tables::DAILY)?.is_empty() {
+                return Err(CliError::Usage(format!(
+                    "`{}` holds no result tables; run `telemetry-hunt run --out {}` first",
+                    out.display(),
+                    out.display()
+                )));
+            }
+            crate::sink::report::write(&results, &settings)?;
+            println!("Wrote {}", out.join(crate::sink::report::REPORT).display());
+            Ok(())
+        }
+        Command::Config(args) => {
+            let config = load_config(&args.config)?;
             config.validate()?;
             let text = toml::to_string_pretty(&config)
                 .map_err(|e| CliError::Usage(format!("the configuration cannot be printed as TOML: {e}")))?;

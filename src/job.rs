@@ -1,7 +1,11 @@
 //! One run of the job: plan the sources, scan and hunt in parallel, write every table per day,
-//! then the run record. The run record is written on failure too, saying which stage failed.
+//! run the detectors day by day, then the run record and the report. The run record is written
+//! on failure too, saying which stage failed.
+//!
+//! A day is complete when its tables and its findings are written: then `_complete/day=<day>.json`
+//! is written, last. `backfill` skips the days that have it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,12 +13,14 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
+use crate::baseline::history::{DayData, History};
 use crate::config::Settings;
+use crate::detect::{self, Context, Finding};
 use crate::hunt::Partial;
 use crate::sink::local::LocalDir;
 use crate::sink::results::{day_prefix, Results};
-use crate::sink::tables::{self, RunRecord};
-use crate::sink::SinkError;
+use crate::sink::tables::{self, RunRecord, FINDINGS, FINDINGS_COLUMNS};
+use crate::sink::{Cell, SinkError};
 use crate::source::{plan_local, ScanOptions, ScanStats, SourceError};
 use crate::time::Day;
 
@@ -29,10 +35,11 @@ pub struct RunRequest {
     pub progress: bool,
 }
 
-/// A finished run: the merged aggregate, the days written, the run record.
+/// A finished run: the merged aggregate, the days written, their findings, the run record.
 pub struct RunOutcome {
     pub partial: Partial,
     pub days: Vec<Day>,
+    pub findings: Vec<Finding>,
     pub record: RunRecord,
 }
 
@@ -42,6 +49,8 @@ pub enum RunError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error("the detectors could not read their history or write their findings: {0}")]
+    Detect(SinkError),
 }
 
 impl RunError {
@@ -49,8 +58,25 @@ impl RunError {
         match self {
             RunError::Source(_) => "read",
             RunError::Sink(_) => "write",
+            RunError::Detect(_) => "detect",
         }
     }
+}
+
+/// The object that says a day is complete (its tables and findings written).
+pub fn complete_marker(day: Day) -> String {
+    format!("_complete/day={day}.json")
+}
+
+/// The days `results` holds a completion marker for.
+pub fn complete_days(results: &Results) -> Result<BTreeSet<Day>, SinkError> {
+    let prefix = "_complete/day=";
+    Ok(results
+        .store
+        .list(prefix)?
+        .iter()
+        .filter_map(|path| path.strip_prefix(prefix)?.strip_suffix(".json").and_then(Day::parse))
+        .collect())
 }
 
 pub fn now_micros() -> i64 {
@@ -99,10 +125,14 @@ pub fn run(request: &RunRequest) -> Result<RunOutcome, (RunError, RunRecord)> {
         ..Default::default()
     };
     match execute(request, &store, &mut record) {
-        Ok((partial, days)) => {
+        Ok((partial, days, findings)) => {
             record.status = "succeeded".into();
             finish_record(&store, &mut record, started_at).map_err(|e| (RunError::Sink(e), record.clone()))?;
-            Ok(RunOutcome { partial, days, record })
+            // The report is a view of what is committed; a failure to draw it loses nothing.
+            if let Err(error) = crate::sink::report::write(&store, &request.settings) {
+                tracing::error!(%error, "The report could not be written; `telemetry-hunt report` draws it again.");
+            }
+            Ok(RunOutcome { partial, days, findings, record })
         }
         Err(error) => {
             record.status = "failed".into();
@@ -133,7 +163,9 @@ fn finish_record(store: &Results, record: &mut RunRecord, started_at: i64) -> Re
     store.write_at(&prefix, &format!("run-{}", record.run_id), &record.to_table())
 }
 
-fn execute(request: &RunRequest, store: &Results, record: &mut RunRecord) -> Result<(Partial, Vec<Day>), RunError> {
+type Executed = (Partial, Vec<Day>, Vec<Finding>);
+
+fn execute(request: &RunRequest, store: &Results, record: &mut RunRecord) -> Result<Executed, RunError> {
     let settings = &request.settings;
     let options = ScanOptions {
         window: request.window,
@@ -175,6 +207,14 @@ fn execute(request: &RunRequest, store: &Results, record: &mut RunRecord) -> Res
         })
         .try_reduce(|| (Partial::default(), ScanStats::default()), |a, b| Ok((a.0.merge(b.0), a.1.merge(b.1, keep))))?;
     bar.finish_and_clear();
+    tracing::debug!(
+        devices = partial.devices.len(),
+        activity = partial.activity.len(),
+        identities = partial.identities.len(),
+        processes = partial.processes.len(),
+        hosts = partial.hosts.len(),
+        "Aggregated."
+    );
     stats.row_groups_pruned += plan.row_groups_pruned;
     stats.rows_pruned += plan.rows_pruned;
     record.durations_ms.insert("scan", clock.elapsed().as_millis() as u64);
@@ -208,8 +248,162 @@ fn execute(request: &RunRequest, store: &Results, record: &mut RunRecord) -> Res
     days.par_iter().try_for_each(|&day| -> Result<(), SinkError> {
         store.write_day(&tables::daily(&partial, settings.match_mode, day), day)?;
         store.write_day(&tables::hosts(&partial, settings, day), day)?;
-        store.write_day(&tables::processes(&partial, settings, day), day)
+        store.write_day(&tables::processes(&partial, settings, day), day)?;
+        store.write_day_parquet(&tables::device_hosts(&partial, settings, day), day)
     })?;
     record.durations_ms.insert("write", clock.elapsed().as_millis() as u64);
-    Ok((partial, days))
+
+    let clock = Instant::now();
+    let findings = if settings.detect.enabled {
+        detect_days(store, settings, &days, &record.run_id).map_err(RunError::Detect)?
+    } else {
+        Vec::new()
+    };
+    for finding in &findings {
+        *record.findings_by_severity.entry(finding.severity.as_str().to_string()).or_default() += 1;
+        *record.findings_by_type.entry(finding.finding_type.as_str().to_string()).or_default() += 1;
+    }
+    for &day in &days {
+        let marker =
+            serde_json::json!({"day": day.to_string(), "runId": record.run_id, "version": env!("CARGO_PKG_VERSION")});
+        store.store.put(&complete_marker(day), bytes::Bytes::from(marker.to_string())).map_err(SinkError::from)?;
+    }
+    record.durations_ms.insert("detect", clock.elapsed().as_millis() as u64);
+    Ok((partial, days, findings))
+}
+
+/// Runs the detectors on `days` in order, each against the stored days before it (the earlier
+/// days of this run included), and writes each day's findings.
+pub fn detect_days(
+    results: &Results,
+    settings: &Settings,
+    days: &[Day],
+    run_id: &str,
+) -> Result<Vec<Finding>, SinkError> {
+    let stored: BTreeSet<Day> = results.days(tables::DAILY)?.into_iter().collect();
+    let mut history = History::new(settings.detect.history_days);
+    let mut ordered = days.to_vec();
+    ordered.sort();
+    let mut all = Vec::new();
+    for day in ordered {
+        history.prepare(results, &stored, day, settings)?;
+        let Some(today) = DayData::load(results, day, settings, &mut history.names)? else { continue };
+        let findings = detect::run_day(&Context::new(day, settings, &today, &history));
+        write_findings(results, day, &findings, run_id, settings.detect.max_listed_devices)?;
+        if !findings.is_empty() {
+            tracing::info!(%day, findings = findings.len(), "Findings.");
+        }
+        history.push(today);
+        all.extend(findings);
+    }
+    Ok(all)
+}
+
+/// Writes a day's findings. A finding that an earlier run already wrote exactly so keeps that
+/// run's RunId: re-running a day with the same input leaves its findings byte for byte as they
+/// were, and RunId says which run first reported each one.
+fn write_findings(
+    results: &Results,
+    day: Day,
+    findings: &[Finding],
+    run_id: &str,
+    max_listed: usize,
+) -> Result<(), SinkError> {
+    const RUN_ID: usize = 2;
+    let mut earlier: BTreeMap<String, (Vec<Cell>, String)> = BTreeMap::new();
+    if let Some(table) = results.read_day(FINDINGS, FINDINGS_COLUMNS, day)? {
+        for mut row in table.rows {
+            let id = match &row[1] {
+                Cell::Text(id) => id.clone(),
+                _ => continue,
+            };
+            let previous_run = match std::mem::replace(&mut row[RUN_ID], Cell::Null) {
+                Cell::Text(run) => run,
+                _ => continue,
+            };
+            earlier.insert(id, (row, previous_run));
+        }
+    }
+    let run_ids: Vec<String> = findings
+        .iter()
+        .map(|finding| {
+            let mut row = finding.to_row("", max_listed);
+            row[RUN_ID] = Cell::Null;
+            match earlier.get(&finding.id()) {
+                Some((previous, previous_run)) if *previous == row => previous_run.clone(),
+                _ => run_id.to_string(),
+            }
+        })
+        .collect();
+    results.write_day(&tables::findings(findings, &run_ids, max_listed), day)
+}
+
+/// What a backfill did.
+#[derive(Debug, Default)]
+pub struct BackfillOutcome {
+    /// Days hunted by this backfill, with their findings.
+    pub done: Vec<(Day, usize)>,
+    /// Days skipped because an earlier run completed them.
+    pub skipped: Vec<Day>,
+}
+
+/// Builds history for `from..=to` one day at a time (memory stays at one day's aggregates),
+/// each day a run of its own with its own run record. A day already complete (see
+/// [`complete_marker`]) is skipped unless `force`, so an interrupted backfill resumes where it
+/// stopped; a failed day stops the backfill with the run error.
+pub fn backfill(
+    template: &RunRequest,
+    from: Day,
+    to: Day,
+    force: bool,
+    progress: bool,
+) -> Result<BackfillOutcome, (RunError, RunRecord)> {
+    let store = Results::new(Arc::new(LocalDir::new(&template.out)));
+    let complete = complete_days(&store).map_err(|e| (RunError::Sink(e), RunRecord::default()))?;
+    let days: Vec<Day> = from.through(to).collect();
+    let bar = if progress {
+        let bar = ProgressBar::new(days.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} backfill [{bar:30}] {pos}/{len} days {elapsed_precise} eta {eta} {msg}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut outcome = BackfillOutcome::default();
+    for (i, &day) in days.iter().enumerate() {
+        bar.set_message(day.to_string());
+        if complete.contains(&day) && !force {
+            tracing::info!(%day, "Day already complete; skipped (use --force to hunt it again).");
+            outcome.skipped.push(day);
+            bar.inc(1);
+            continue;
+        }
+        let clock = Instant::now();
+        let request = RunRequest { window: Some((day, day)), progress: false, ..template.clone() };
+        let run = run(&request)?;
+        let record = &run.record;
+        let line = format!(
+            "{day} ({} of {}): {} rows scanned, {} matched, {} finding(s), {:.1} s",
+            i + 1,
+            days.len(),
+            record.stats.rows_scanned,
+            record.rows_matched(),
+            run.findings.len(),
+            clock.elapsed().as_secs_f64()
+        );
+        if progress {
+            bar.println(line);
+        } else {
+            tracing::info!(%day, rows_scanned = record.stats.rows_scanned, findings = run.findings.len(), "Backfilled {line}.");
+        }
+        outcome.done.push((day, run.findings.len()));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(outcome)
 }

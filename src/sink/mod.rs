@@ -1,7 +1,8 @@
-//! Where results go: the results store (tables per UTC day, Parquet and JSON lines) and the
-//! terminal summary.
+//! Where results go: the results store (tables per UTC day, Parquet and JSON lines), the HTML
+//! report and the terminal summary.
 
 pub mod local;
+pub mod report;
 pub mod results;
 pub mod store;
 pub mod summary;

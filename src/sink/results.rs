@@ -37,6 +37,13 @@ impl Results {
         self.write_at(&day_prefix(table.name, day), PART, table)
     }
 
+    /// Writes one table for one day as Parquet only: for tables that only this job reads back,
+    /// whose JSON lines would be many times larger.
+    pub fn write_day_parquet(&self, table: &Table, day: Day) -> Result<(), SinkError> {
+        self.store.put(&format!("{}{PART}.parquet", day_prefix(table.name, day)), encode_parquet(table)?)?;
+        Ok(())
+    }
+
     /// Writes a table as `<prefix><stem>.parquet` and `<prefix><stem>.jsonl`.
     pub fn write_at(&self, prefix: &str, stem: &str, table: &Table) -> Result<(), SinkError> {
         let parquet = encode_parquet(table)?;
