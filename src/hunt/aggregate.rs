@@ -165,8 +165,7 @@ pub mod spelling {
             return flags | OTHER;
         };
         if url.contains("//") {
-            let authority_start = url.find("://").map(|i| i + 3);
-            if authority_start.is_none() || url.starts_with("//") {
+            if !url.contains("://") || url.starts_with("//") {
                 flags |= NO_SCHEME;
             }
             if domain.contains('@') {
@@ -501,5 +500,40 @@ impl Partial {
             crate::hunt::host::MatchMode::Kql => &self.daily_kql,
             crate::hunt::host::MatchMode::Normalized => &self.daily_normalized,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_that_hide_a_host_from_the_reference_query_are_named() {
+        let gw = "winatp-gw-weu.microsoft.com";
+        for (url, want) in [
+            ("WINATP-GW-WEU.MICROSOFT.COM".to_string(), "case"),
+            (format!("{gw}:443"), "port"),
+            ("WINATP-GW-WEU.MICROSOFT.COM:443".to_string(), "case+port"),
+            (format!("{gw}."), "trailing-dot"),
+            (format!(" {gw} "), "whitespace"),
+            (format!("{gw}/path"), "path"),
+            (format!("//{gw}/x"), "no-scheme"),
+            (format!("https://svc@{gw}/"), "userinfo"),
+            ("HTTPS://Winatp-Gw-Weu.Microsoft.Com/x".to_string(), "case"),
+            (format!("https://{gw}.:443/x"), "trailing-dot"),
+            (format!("1http://{gw}/"), "other"),
+        ] {
+            assert_eq!(spelling::name(spelling::of(&url)), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn identities_keep_any_value_apart() {
+        let mut text = String::new();
+        activity_identity(&mut text, ["h:1", "A.EXE", "c:\\x\\", "", "Co"], [false, true, true, false, false]);
+        assert_eq!(identity_fields(&text), ["h:1", "a.exe", "c:\\x\\", "", "Co"]);
+        // a value holding the separator cannot shift the fields
+        activity_identity(&mut text, ["3:abc", "", "", "", ""], [false; IDENTITY_FIELDS]);
+        assert_eq!(identity_fields(&text), ["3:abc", "", "", "", ""]);
     }
 }
