@@ -18,6 +18,9 @@ pub mod env_vars {
     pub const OUT: &str = "TELEMETRY_HUNT_OUT";
     pub const MATCH_MODE: &str = "TELEMETRY_HUNT_MATCH_MODE";
     pub const LOG_FORMAT: &str = "TELEMETRY_HUNT_LOG_FORMAT";
+    /// Blob source and results, identity, nightly window, workspace, Sentinel: applied to the
+    /// configuration.
+    pub use crate::config::env::*;
 }
 
 #[derive(Debug, Parser)]
@@ -30,7 +33,7 @@ It reproduces Microsoft's \"Defender for Endpoint Telemetry\" hunting query exac
 ActionType per UTC day, counted exactly rather than estimated), catches the spellings that hide a host from \
 that query, compares each day with the 30 before it (series anomalies, unexpected processes, new \
 combinations, look-alike hosts, unusual ports, silent devices), and writes per-day tables, findings and an HTML report.",
-    after_help = "Examples:\n  telemetry-hunt run                                   # the bundled sample, results and report.html in ./out\n  telemetry-hunt run --input exports/ --from 2026-11-01 --to 2026-11-30\n  telemetry-hunt backfill --input exports/ --from 2026-10-01 --to 2026-11-30\n  telemetry-hunt report --out out/\n  telemetry-hunt sample --out data/ --rows 1000000 --days 7\n\nExit codes: 0 ok, 1 the run failed (nothing half-written), 2 usage or configuration error."
+    after_help = "Examples:\n  telemetry-hunt run                                   # the bundled sample, results and report.html in ./out\n  telemetry-hunt run --input exports/ --from 2026-11-01 --to 2026-11-30\n  telemetry-hunt run --config container.toml           # nightly: blob source, results in a container\n  telemetry-hunt check --config container.toml         # probe every configured endpoint\n  telemetry-hunt backfill --input exports/ --from 2026-10-01 --to 2026-11-30\n  telemetry-hunt report --out out/\n  telemetry-hunt sample --out data/ --rows 1000000 --days 7\n\nExit codes: 0 ok, 1 the run (or a check) failed (nothing half-written), 2 usage or configuration error."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -67,9 +70,17 @@ pub enum LogFormat {
 pub enum Command {
     /// Hunt over DeviceNetworkEvents and write the per-day result tables.
     #[command(
-        after_help = "Examples:\n  telemetry-hunt run\n      the bundled sample (fixtures/sample), results in ./out\n  telemetry-hunt run --input exports/ --input extra.jsonl.gz --out results/\n  telemetry-hunt run --input events.parquet --from 2026-11-01 --to 2026-11-07 --match-mode normalized\n\nInputs: Parquet (any common writer), JSON lines (Defender streaming export, Log Analytics export, plain or .gz),\nDefender portal CSV exports. Folders are searched recursively.\n\nOutput: <out>/<Table>/day=YYYY-MM-DD/part-0.{parquet,jsonl} for MdeTelemetryDaily, MdeTelemetryHosts,\nMdeTelemetryProcesses, MdeTelemetryDeviceHosts and MdeTelemetryFindings, one run record per run in\n<out>/MdeTelemetryRuns/, and <out>/report.html. Re-running a day replaces its files; its findings come out the same.\nThe detectors read the 30 days before each day from <out> (earlier runs or backfill), never the raw input again."
+        after_help = "Examples:\n  telemetry-hunt run\n      the bundled sample (fixtures/sample), results in ./out\n  telemetry-hunt run --input exports/ --input extra.jsonl.gz --out results/\n  telemetry-hunt run --input events.parquet --from 2026-11-01 --to 2026-11-07 --match-mode normalized\n  telemetry-hunt run --config container.toml\n      nightly: a blob source ([source.blob]) without --from/--to hunts yesterday (UTC) and\n      source.reprocess_days days before it; the same with a workspace ([source.log_analytics])\n\nInputs: Parquet (any common writer), JSON lines (Defender streaming export, Log Analytics export, plain or .gz),\nDefender portal CSV exports. Folders are searched recursively. Or a blob container ([source.blob]).\n\nOutput: <out>/<Table>/day=YYYY-MM-DD/part-0.{parquet,jsonl} for MdeTelemetryDaily, MdeTelemetryHosts,\nMdeTelemetryProcesses, MdeTelemetryDeviceHosts and MdeTelemetryFindings, one run record per run in\n<out>/MdeTelemetryRuns/, and <out>/report.html, in a folder or a blob container ([output.blob]). A run takes the\nstore's lock (a second run is refused, exit 1) and commits all its days at once; re-running a day replaces it, and\nits findings come out the same. The detectors read the 30 days before each day from the store (earlier runs or\nbackfill), never the raw input again. With [sentinel], the committed tables then go to Sentinel custom tables;\nwhat Sentinel does not acknowledge waits in the store's _outbox/ and is sent first by the next run (the run\nexits 1 meanwhile)."
     )]
     Run(RunArgs),
+    /// Validate the configuration and probe every endpoint it names: a token from the identity,
+    /// a listing of the source, the results container listed and a probe object written, read
+    /// and deleted, `print 1` on the Log Analytics workspace, an empty array posted to every
+    /// Sentinel stream of the DCR.
+    #[command(
+        after_help = "Examples:\n  telemetry-hunt check --config container.toml\n  TELEMETRY_HUNT_IDENTITY=azure-cli telemetry-hunt check --config container.toml\n\nEach failure names the endpoint and what to fix, e.g. the role to grant (Storage Blob Data Reader on the\nsource container, Storage Blob Data Contributor on the results container, Log Analytics Reader on the\nworkspace, Monitoring Metrics Publisher on the DCR) and to which identity.\nExit codes: 0 every probe passed, 1 a probe failed, 2 the configuration is invalid."
+    )]
+    Check(CheckArgs),
     /// Write deterministic, realistic synthetic DeviceNetworkEvents (for trials, tests, benchmarks).
     #[command(
         after_help = "Examples:\n  telemetry-hunt sample --out data/\n  telemetry-hunt sample --out big/ --rows 5000000 --days 30 --devices 20000\n  telemetry-hunt sample --out json/ --format jsonl --seed 7\n\nOne file per UTC day, DeviceNetworkEvents_YYYY-MM-DD.{parquet,jsonl}. The same options give the same bytes."
@@ -90,6 +101,25 @@ pub enum Command {
         after_help = "Examples:\n  telemetry-hunt config > telemetry-hunt.toml     # every default, ready to edit\n  telemetry-hunt config --config mine.toml       # check a file and see what it resolves to"
     )]
     Config(ConfigArgs),
+    /// Print the Sentinel schema of the result tables as JSON: the DCR stream declarations and
+    /// the Log Analytics custom table definitions the infra deploys.
+    #[command(
+        after_help = "Examples:\n  telemetry-hunt schema > infra/schema/tables.json     # what Bicep and Terraform load\n  telemetry-hunt schema | jq '.tables[].name'\n\nEach table <T> becomes the custom table <T>_CL (TimeGenerated + its columns) fed by the DCR stream\nCustom-<T>_CL (EventTime + its columns); the DCR transform turns EventTime into TimeGenerated."
+    )]
+    Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// TOML configuration file to check (with the TELEMETRY_HUNT_* overrides applied).
+    #[arg(long, env = env_vars::CONFIG)]
+    pub config: Option<PathBuf>,
+    /// Local input to check when no blob source is configured; repeat for several.
+    #[arg(long, env = env_vars::INPUT, value_delimiter = ',')]
+    pub input: Vec<PathBuf>,
+    /// Local results folder to check when no blob results store is configured.
+    #[arg(long, env = env_vars::OUT)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -190,22 +220,22 @@ pub enum CliError {
     Sample(#[from] sample::SampleError),
     #[error("cannot draw the report: {0}")]
     Report(#[from] crate::sink::SinkError),
+    #[error("{0} of the checks failed; fix what each FAIL line says and run `telemetry-hunt check` again")]
+    Check(usize),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) | CliError::Config(_) => 2,
-            CliError::Run(_) | CliError::Sample(_) | CliError::Report(_) => 1,
+            CliError::Run(_) | CliError::Sample(_) | CliError::Report(_) | CliError::Check(_) => 1,
         }
     }
 }
 
-fn load_config(path: &Option<PathBuf>) -> Result<Config, CliError> {
-    Ok(match path {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    })
+/// Where `report.html` is in a results store named by its location.
+fn report_location(results: &str) -> String {
+    format!("{}/{}", results.trim_end_matches('/'), crate::sink::report::REPORT)
 }
 
 /// The bundled sample: `fixtures/sample` under the working folder, else under the source tree
@@ -220,22 +250,50 @@ pub fn show_progress(global: &GlobalArgs) -> bool {
     !global.quiet && !global.no_progress && std::io::stderr().is_terminal()
 }
 
+/// The configuration file (or the defaults) with the `TELEMETRY_HUNT_*` overrides applied.
+pub fn load_config(path: Option<&Path>) -> Result<Config, CliError> {
+    let mut config = match path {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    config.apply_env(|name| std::env::var(name).ok())?;
+    Ok(config)
+}
+
+/// The nightly window: yesterday (UTC), and `reprocess_days` days before it for late events.
+pub fn nightly_window(today: Day, reprocess_days: u32) -> (Day, Day) {
+    let yesterday = today.prev();
+    (Day(yesterday.0 - reprocess_days as i32), yesterday)
+}
+
 /// Resolves `run`'s arguments and configuration into a request. No I/O beyond reading the
 /// configuration file.
 pub fn resolve_run(args: &RunArgs, progress: bool) -> Result<RunRequest, CliError> {
-    let mut config = load_config(&args.config)?;
+    let mut config = load_config(args.config.as_deref())?;
     if let Some(mode) = args.match_mode {
         config.match_mode = mode;
     }
     let settings = config.validate()?;
-    let inputs = if !args.input.is_empty() {
+    if (settings.source_blob.is_some() || settings.log_analytics.is_some()) && !args.input.is_empty() {
+        return Err(CliError::Usage(
+            "`--input` (or TELEMETRY_HUNT_INPUT) and a blob or workspace source (`[source.blob]`, `[source.log_analytics]` or their TELEMETRY_HUNT_* variables) are both set; keep one".into(),
+        ));
+    }
+    if settings.results_blob.is_some() && args.out.is_some() {
+        return Err(CliError::Usage(
+            "`--out` (or TELEMETRY_HUNT_OUT) and a blob results store (`[output.blob]` or TELEMETRY_HUNT_RESULTS_*) are both set; keep one".into(),
+        ));
+    }
+    let inputs = if settings.source_blob.is_some() || settings.log_analytics.is_some() {
+        Vec::new()
+    } else if !args.input.is_empty() {
         args.input.clone()
     } else if !config.source.inputs.is_empty() {
         config.source.inputs.clone()
     } else {
         vec![bundled_sample().ok_or_else(|| {
             CliError::Usage(
-                "no input: pass `--input FILE_OR_FOLDER` or set `source.inputs` in the configuration".into(),
+                "no input: pass `--input FILE_OR_FOLDER`, set `source.inputs`, or configure `[source.blob]`".into(),
             )
         })?]
     };
@@ -255,6 +313,9 @@ pub fn resolve_run(args: &RunArgs, progress: bool) -> Result<RunRequest, CliErro
                 "give both `--from` and `--to` (inclusive UTC days), or neither to hunt every day in the input".into(),
             ))
         }
+        (None, None) if settings.source_blob.is_some() || settings.log_analytics.is_some() => {
+            Some(nightly_window(Day::of_micros(job::now_micros()), settings.reprocess_days))
+        }
         (None, None) => None,
     };
     Ok(RunRequest {
@@ -263,6 +324,7 @@ pub fn resolve_run(args: &RunArgs, progress: bool) -> Result<RunRequest, CliErro
         window,
         settings,
         progress,
+        credential: None,
     })
 }
 
@@ -275,7 +337,7 @@ pub fn execute(cli: &Cli) -> Result<(), CliError> {
             match job::run(&request) {
                 Ok(outcome) => {
                     tracing::info!(run_id = %outcome.record.run_id, days = outcome.days.len(), rows_scanned = outcome.record.stats.rows_scanned, rows_matched = outcome.record.rows_matched(), "Run succeeded.");
-                    print!("{}", crate::sink::summary::render(&outcome, mode, &request.out.display().to_string()));
+                    print!("{}", crate::sink::summary::render(&outcome, mode, &outcome.results));
                     Ok(())
                 }
                 Err((error, record)) => {
@@ -299,7 +361,7 @@ pub fn execute(cli: &Cli) -> Result<(), CliError> {
                          Report: {}",
                         outcome.done.len(),
                         outcome.skipped.len(),
-                        request.out.join(crate::sink::report::REPORT).display()
+                        report_location(&outcome.results)
                     );
                     Ok(())
                 }
@@ -310,28 +372,54 @@ pub fn execute(cli: &Cli) -> Result<(), CliError> {
             }
         }
         Command::Report(args) => {
-            let config = load_config(&args.config)?;
+            let config = load_config(args.config.as_deref())?;
             let settings = config.validate()?;
             let out = args.out.clone().unwrap_or_else(|| config.output.dir.clone());
-            let results =
-                crate::sink::results::Results::new(std::sync::Arc::new(crate::sink::local::LocalDir::new(&out)));
-            if results.days(crate::sink::tables::DAILY)?.is_empty() {
-                return Err(CliError::Usage(format!(
-                    "`{}` holds no result tables; run `telemetry-hunt run --out {}` first",
-                    out.display(),
-                    out.display()
-                )));
+            let drawn = job::with_results(&settings, &out, |results| {
+                if results.days(crate::sink::tables::DAILY)?.is_empty() {
+                    return Ok(Err(results.store.location()));
+                }
+                crate::sink::report::write(results, &settings)?;
+                Ok(Ok(results.store.location()))
+            })?;
+            match drawn {
+                Ok(location) => {
+                    println!("Wrote {}", report_location(&location));
+                    Ok(())
+                }
+                Err(location) => Err(CliError::Usage(format!(
+                    "`{location}` holds no result tables; run `telemetry-hunt run` with the same results store first"
+                ))),
             }
-            crate::sink::report::write(&results, &settings)?;
-            println!("Wrote {}", out.join(crate::sink::report::REPORT).display());
-            Ok(())
+        }
+        Command::Check(args) => {
+            let config = load_config(args.config.as_deref())?;
+            let settings = config.validate()?;
+            let inputs = if !args.input.is_empty() {
+                args.input.clone()
+            } else if !config.source.inputs.is_empty() {
+                config.source.inputs.clone()
+            } else {
+                bundled_sample().into_iter().collect()
+            };
+            let out = args.out.clone().unwrap_or_else(|| config.output.dir.clone());
+            let probes = crate::check::run_checks(&settings, &inputs, &out);
+            print!("{}", crate::check::render(&probes));
+            match probes.iter().filter(|p| p.outcome.is_err()).count() {
+                0 => Ok(()),
+                failed => Err(CliError::Check(failed)),
+            }
         }
         Command::Config(args) => {
-            let config = load_config(&args.config)?;
+            let config = load_config(args.config.as_deref())?;
             config.validate()?;
             let text = toml::to_string_pretty(&config)
                 .map_err(|e| CliError::Usage(format!("the configuration cannot be printed as TOML: {e}")))?;
             print!("{text}");
+            Ok(())
+        }
+        Command::Schema => {
+            print!("{}", crate::sink::schema::render().map_err(CliError::Usage)?);
             Ok(())
         }
         Command::Sample(args) => {
@@ -353,5 +441,19 @@ pub fn execute(cli: &Cli) -> Result<(), CliError> {
             println!("Wrote {} rows in {} file(s) to {}", summary.rows, summary.files.len(), args.out.display());
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nightly_window_is_yesterday_and_the_days_it_reprocesses() {
+        let today = Day::parse("2026-12-03").unwrap();
+        let day = |text| Day::parse(text).unwrap();
+        assert_eq!(nightly_window(today, 0), (day("2026-12-02"), day("2026-12-02")));
+        assert_eq!(nightly_window(today, 1), (day("2026-12-01"), day("2026-12-02")));
+        assert_eq!(nightly_window(Day::parse("2027-01-01").unwrap(), 2), (day("2026-12-29"), day("2026-12-31")));
     }
 }

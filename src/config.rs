@@ -4,13 +4,21 @@
 //! never silently falls back to a default); [`Config::validate`] turns it into [`Settings`],
 //! checking everything that can be checked without I/O.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::azure::http::RetryPolicy;
+use crate::azure::identity::{IdentityKind, IdentitySettings, EMULATOR_ACCOUNT, EMULATOR_ENDPOINT};
+use crate::azure::{BlobLocation, Transport};
 use crate::baseline::series::Trend;
 use crate::hunt::host::{HostMatcher, MatchMode};
+use crate::sink::sentinel::SentinelSettings;
+use crate::source::blob::{BlobLayout, BlobSource};
+use crate::source::log_analytics::{LogAnalyticsSettings, Pushdown};
 
 /// The 19 hosts of Microsoft's "Defender for Endpoint Telemetry" hunting query.
 pub const REFERENCE_HOSTS: [&str; 19] = [
@@ -108,6 +116,16 @@ pub enum TimeColumn {
     TimeGenerated,
 }
 
+impl TimeColumn {
+    /// The column a query names (a query cannot fall back from one column to another).
+    pub fn column(self) -> &'static str {
+        match self {
+            TimeColumn::Timestamp => crate::schema::TIMESTAMP,
+            TimeColumn::TimeGenerated => crate::schema::TIME_GENERATED,
+        }
+    }
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -133,6 +151,11 @@ pub struct Config {
     pub expected_processes: Vec<ExpectedProcess>,
     /// The detectors that compare each day with its history and write findings.
     pub detect: DetectConfig,
+    /// The identity every Azure call uses, and the retries and timeouts of those calls.
+    pub azure: AzureConfig,
+    /// Sentinel custom tables (the Logs Ingestion API); absent means no Sentinel delivery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<SentinelConfig>,
 }
 
 impl Default for Config {
@@ -148,30 +171,240 @@ impl Default for Config {
             exclusions: default_exclusions(),
             expected_processes: default_expected_processes(),
             detect: DetectConfig::default(),
+            azure: AzureConfig::default(),
+            sentinel: None,
         }
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
     /// Local files or folders (searched recursively): Parquet, JSON lines (`.gz` too), portal CSV.
     pub inputs: Vec<PathBuf>,
+    /// Read events from a blob container instead of local files.
+    pub blob: Option<BlobSourceConfig>,
+    /// A nightly run (a blob source without `--from/--to`) hunts yesterday (UTC) and this many
+    /// days before it again, so events that arrive late are counted.
+    pub reprocess_days: u32,
+    /// A Log Analytics (Sentinel) workspace, read through the query API, instead of files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_analytics: Option<LogAnalyticsConfig>,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig { inputs: Vec::new(), blob: None, reprocess_days: 1, log_analytics: None }
+    }
+}
+
+/// A blob container of events. No keys or SAS tokens: requests are signed by `[azure]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobSourceConfig {
+    /// The storage account name; optional when `endpoint` names it.
+    pub account: Option<String>,
+    /// The blob endpoint, default `https://<account>.blob.core.windows.net` (Azurite:
+    /// `http://127.0.0.1:10000/devstoreaccount1`).
+    pub endpoint: Option<String>,
+    /// e.g. `insights-logs-advancedhunting-devicenetworkevents` or `am-devicenetworkevents`.
+    pub container: String,
+    /// A folder in the container; empty for all of it.
+    pub prefix: String,
+    /// `auto`, `parquet`, `defender-streaming` or `log-analytics-export`.
+    pub layout: BlobLayout,
+}
+
+/// `[source.log_analytics]`: the Log Analytics query API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogAnalyticsConfig {
+    /// The workspace's Workspace ID (the GUID on its Overview page).
+    pub workspace_id: String,
+    /// The API's base URL; `https://api.loganalytics.azure.cn` in Azure China.
+    pub endpoint: String,
+    /// The table holding the events.
+    pub table: String,
+    /// `rows`: pull the telemetry rows; `aggregate`: let Kusto count them per (day, device,
+    /// ActionType, RemoteUrl, process, port) and pull the counts (same tables, far fewer rows).
+    pub pushdown: Pushdown,
+    /// Width of one query window; a window that hits an API limit is halved.
+    pub window_hours: u32,
+    /// Windows are not halved below this width; a window that still hits a limit fails the run.
+    pub min_window_minutes: u32,
+    /// The API's row cap (500,000): an answer this long may be cut, so its window is halved.
+    pub max_rows: u64,
+    /// Answers larger than this (MiB, uncompressed) are not read; their window is halved.
+    pub max_answer_mib: u64,
+    /// Windows queried at once (the API runs five queries per identity).
+    pub max_in_flight: usize,
+    /// Server-side query timeout (`Prefer: wait=`, at most 600); past it the window is halved.
+    pub server_timeout_secs: u64,
+    /// Client-side timeout of one call, answer included.
+    pub timeout_secs: u64,
+    /// Attempts per call on throttling, server errors, timeouts and dropped connections.
+    pub max_attempts: u32,
+    /// First retry delay; doubled up to `retry_max_ms`, with jitter. `Retry-After` wins.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// How far the `timespan` of a query reaches beyond its window: the API filters
+    /// `TimeGenerated` by it, which trails `Timestamp` by the ingestion delay.
+    pub timespan_slack_hours: u32,
+    /// Window halvings allowed in one run.
+    pub max_splits: u32,
+}
+
+impl Default for LogAnalyticsConfig {
+    fn default() -> Self {
+        LogAnalyticsConfig {
+            workspace_id: String::new(),
+            endpoint: "https://api.loganalytics.azure.com".into(),
+            table: "DeviceNetworkEvents".into(),
+            pushdown: Pushdown::Rows,
+            window_hours: 6,
+            min_window_minutes: 5,
+            max_rows: 500_000,
+            max_answer_mib: 100,
+            max_in_flight: 4,
+            server_timeout_secs: 600,
+            timeout_secs: 660,
+            max_attempts: 5,
+            retry_base_ms: 1_000,
+            retry_max_ms: 60_000,
+            timespan_slack_hours: 48,
+            max_splits: 256,
+        }
+    }
+}
+
+/// `[sentinel]`: the result tables as Sentinel custom tables, through the Logs Ingestion API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SentinelConfig {
+    /// The DCR's logs ingestion endpoint (`properties.endpoints.logsIngestion`) or a DCE
+    /// (`https://<dce>.<region>-1.ingest.monitor.azure.com`).
+    pub endpoint: String,
+    /// The DCR's immutable ID (`dcr-` and 32 hex digits).
+    pub dcr_immutable_id: String,
+    /// Streams other than `Custom-<Table>_CL`, by table (e.g. `MdeTelemetryDaily = "Custom-X_CL"`).
+    pub streams: BTreeMap<String, String>,
+    /// Batches sent at once.
+    pub max_in_flight: usize,
+    /// Uncompressed JSON per call (the API takes 1,000,000 bytes at most).
+    pub max_batch_bytes: usize,
+    pub timeout_secs: u64,
+    pub max_attempts: u32,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl Default for SentinelConfig {
+    fn default() -> Self {
+        SentinelConfig {
+            endpoint: String::new(),
+            dcr_immutable_id: String::new(),
+            streams: BTreeMap::new(),
+            max_in_flight: 4,
+            max_batch_bytes: crate::sink::sentinel::MAX_BATCH_BYTES,
+            timeout_secs: 60,
+            max_attempts: 5,
+            retry_base_ms: 1_000,
+            retry_max_ms: 60_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
-    /// The results folder.
+    /// The results folder, when `[output.blob]` is not set.
     pub dir: PathBuf,
     /// How many malformed rows are kept as samples in the run record.
     pub reject_samples: usize,
+    /// Keep results (and history) in a blob container instead of `dir`.
+    pub blob: Option<BlobResultsConfig>,
+    /// How long the results store's lock outlives a run that stopped renewing it (was killed);
+    /// a live run renews it every third of this.
+    pub lock_ttl_seconds: u64,
 }
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        OutputConfig { dir: PathBuf::from("out"), reject_samples: 20 }
+        OutputConfig { dir: PathBuf::from("out"), reject_samples: 20, blob: None, lock_ttl_seconds: 600 }
     }
+}
+
+/// The results container. No keys or SAS tokens: requests are signed by `[azure]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobResultsConfig {
+    pub account: Option<String>,
+    pub endpoint: Option<String>,
+    pub container: String,
+    pub prefix: String,
+}
+
+/// The Azure identity and transport.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AzureConfig {
+    /// `managed-identity` (Azure Container Apps, App Service, VMs), `workload-identity` (AKS),
+    /// `azure-cli` or `developer-tools` (a workstation's `az login`), `emulator` (Azurite).
+    pub identity: IdentityKind,
+    /// The client id of a user-assigned managed identity (absent: the system-assigned one), or
+    /// of the workload identity's application (absent: `AZURE_CLIENT_ID`).
+    pub client_id: Option<String>,
+    /// Workload identity only: the tenant (absent: `AZURE_TENANT_ID`).
+    pub tenant_id: Option<String>,
+    /// Retries of a failed request (5xx, 429, broken connections), with jittered backoff.
+    pub max_retries: u32,
+    /// No retry starts this long after the first attempt.
+    pub retry_timeout_seconds: u64,
+    pub connect_timeout_seconds: u64,
+    /// One whole request, including a streamed body.
+    pub request_timeout_seconds: u64,
+}
+
+impl Default for AzureConfig {
+    fn default() -> Self {
+        AzureConfig {
+            identity: IdentityKind::ManagedIdentity,
+            client_id: None,
+            tenant_id: None,
+            max_retries: 4,
+            retry_timeout_seconds: 120,
+            connect_timeout_seconds: 10,
+            request_timeout_seconds: 900,
+        }
+    }
+}
+
+/// Environment variables that override the configuration file, for the container.
+pub mod env {
+    pub const SOURCE_ACCOUNT: &str = "TELEMETRY_HUNT_SOURCE_ACCOUNT";
+    pub const SOURCE_ENDPOINT: &str = "TELEMETRY_HUNT_SOURCE_ENDPOINT";
+    pub const SOURCE_CONTAINER: &str = "TELEMETRY_HUNT_SOURCE_CONTAINER";
+    pub const SOURCE_PREFIX: &str = "TELEMETRY_HUNT_SOURCE_PREFIX";
+    pub const SOURCE_LAYOUT: &str = "TELEMETRY_HUNT_SOURCE_LAYOUT";
+    pub const RESULTS_ACCOUNT: &str = "TELEMETRY_HUNT_RESULTS_ACCOUNT";
+    pub const RESULTS_ENDPOINT: &str = "TELEMETRY_HUNT_RESULTS_ENDPOINT";
+    pub const RESULTS_CONTAINER: &str = "TELEMETRY_HUNT_RESULTS_CONTAINER";
+    pub const RESULTS_PREFIX: &str = "TELEMETRY_HUNT_RESULTS_PREFIX";
+    pub const IDENTITY: &str = "TELEMETRY_HUNT_IDENTITY";
+    pub const CLIENT_ID: &str = "TELEMETRY_HUNT_CLIENT_ID";
+    pub const TENANT_ID: &str = "TELEMETRY_HUNT_TENANT_ID";
+    pub const REPROCESS_DAYS: &str = "TELEMETRY_HUNT_REPROCESS_DAYS";
+    pub const LOCK_TTL_SECONDS: &str = "TELEMETRY_HUNT_LOCK_TTL_SECONDS";
+    /// `[source.log_analytics] workspace_id` (setting it selects the query API as the source).
+    pub const LA_WORKSPACE_ID: &str = "TELEMETRY_HUNT_LA_WORKSPACE_ID";
+    /// `[source.log_analytics] endpoint`.
+    pub const LA_ENDPOINT: &str = "TELEMETRY_HUNT_LA_ENDPOINT";
+    /// `[source.log_analytics] pushdown`: `rows` or `aggregate`.
+    pub const LA_PUSHDOWN: &str = "TELEMETRY_HUNT_LA_PUSHDOWN";
+    /// `[sentinel] endpoint`.
+    pub const SENTINEL_ENDPOINT: &str = "TELEMETRY_HUNT_SENTINEL_ENDPOINT";
+    /// `[sentinel] dcr_immutable_id`.
+    pub const SENTINEL_DCR: &str = "TELEMETRY_HUNT_SENTINEL_DCR_IMMUTABLE_ID";
 }
 
 /// Device scoping. Empty include lists mean "everything".
@@ -603,16 +836,107 @@ impl Config {
             hosts = hosts
                 .with_lookalikes(lookalike.patterns.iter().map(String::as_str), lookalike.max_edit_distance as usize);
         }
+        let identity = self.validate_azure()?;
+        let source_blob = match &self.source.blob {
+            None => None,
+            Some(_) if !self.source.inputs.is_empty() => {
+                return Err(invalid(
+                    "source",
+                    "both `inputs` (local files) and `[source.blob]` are set; keep one of them".into(),
+                ))
+            }
+            Some(blob) => Some(BlobSource {
+                location: blob_location(
+                    "source.blob",
+                    &blob.account,
+                    &blob.endpoint,
+                    &blob.container,
+                    &blob.prefix,
+                    identity.kind,
+                )?,
+                layout: blob.layout,
+            }),
+        };
+        let results_blob = match &self.output.blob {
+            None => None,
+            Some(blob) => Some(blob_location(
+                "output.blob",
+                &blob.account,
+                &blob.endpoint,
+                &blob.container,
+                &blob.prefix,
+                identity.kind,
+            )?),
+        };
+        if self.source.reprocess_days > 31 {
+            return Err(invalid(
+                "source.reprocess_days",
+                "at most 31 days; a longer range is a backfill: pass `--from` and `--to`".into(),
+            ));
+        }
+        if !(1..=86_400).contains(&self.output.lock_ttl_seconds) {
+            return Err(invalid(
+                "output.lock_ttl_seconds",
+                "between 1 and 86400 seconds; it must exceed a pause of the job (e.g. a slow request), so keep minutes"
+                    .into(),
+            ));
+        }
+        let a = &self.azure;
+        for (field, value) in [
+            ("azure.retry_timeout_seconds", a.retry_timeout_seconds),
+            ("azure.connect_timeout_seconds", a.connect_timeout_seconds),
+            ("azure.request_timeout_seconds", a.request_timeout_seconds),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be at least 1 second".into()));
+            }
+        }
+        if a.max_retries > 20 {
+            return Err(invalid("azure.max_retries", "at most 20; every retry waits longer".into()));
+        }
+        let log_analytics = match &self.source.log_analytics {
+            Some(la) => {
+                if !self.source.inputs.is_empty() || self.source.blob.is_some() {
+                    return Err(invalid(
+                        "source",
+                        "`[source.log_analytics]` is set together with `inputs` or `[source.blob]`; keep one source"
+                            .into(),
+                    ));
+                }
+                for host in self.reference_hosts.iter().chain(&self.extra_hosts) {
+                    if host.chars().any(char::is_control) {
+                        return Err(invalid("reference_hosts", format!("host {host:?} contains a control character")));
+                    }
+                }
+                Some(la.validate()?)
+            }
+            None => None,
+        };
+        let sentinel = self.sentinel.as_ref().map(SentinelConfig::validate).transpose()?;
         Ok(Settings {
+            source_blob,
+            results_blob,
+            reprocess_days: self.source.reprocess_days,
+            identity,
+            transport: Transport {
+                max_retries: a.max_retries as usize,
+                retry_timeout: Duration::from_secs(a.retry_timeout_seconds),
+                connect_timeout: Duration::from_secs(a.connect_timeout_seconds),
+                request_timeout: Duration::from_secs(a.request_timeout_seconds),
+            },
+            lock_ttl: Duration::from_secs(self.output.lock_ttl_seconds),
             match_mode: self.match_mode,
             time_column: self.time_column,
             hosts,
             reference_hosts: self.reference_hosts.clone(),
+            extra_hosts: self.extra_hosts.clone(),
             exclusions,
             expected,
             scope,
             reject_samples: self.output.reject_samples,
             detect,
+            log_analytics,
+            sentinel,
         })
     }
 }
@@ -739,6 +1063,107 @@ impl DetectConfig {
     }
 }
 
+/// An endpoint URL: https, or plain http to the local machine only (test servers, emulators);
+/// no credentials, query or fragment, since messages print it.
+fn endpoint_url(field: &str, text: &str) -> Result<reqwest::Url, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid { field: field.into(), message };
+    if text.trim().is_empty() {
+        return Err(invalid("is empty; set the endpoint URL".into()));
+    }
+    let url = reqwest::Url::parse(text.trim()).map_err(|e| invalid(format!("`{text}` is not a URL: {e}")))?;
+    let local = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    match url.scheme() {
+        "https" => {}
+        "http" if local => {}
+        "http" => return Err(invalid(format!("`{text}` must use https (plain http is only for 127.0.0.1/localhost)"))),
+        other => return Err(invalid(format!("`{text}` has scheme `{other}`; use https"))),
+    }
+    if url.host_str().is_none() || !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(format!("`{text}` needs a host and must not carry credentials")));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(format!("`{text}` must not have a query or fragment; give the base URL only")));
+    }
+    Ok(url)
+}
+
+fn in_range<T: PartialOrd + std::fmt::Display + Copy>(field: &str, value: T, min: T, max: T) -> Result<T, ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::Invalid { field: field.into(), message: format!("{value} is outside {min}..={max}") });
+    }
+    Ok(value)
+}
+
+fn retry_policy(
+    section: &str,
+    max_attempts: u32,
+    base_ms: u64,
+    max_ms: u64,
+    timeout_secs: u64,
+) -> Result<RetryPolicy, ConfigError> {
+    let field = |name: &str| format!("{section}.{name}");
+    in_range(&field("max_attempts"), max_attempts, 1, 10)?;
+    in_range(&field("timeout_secs"), timeout_secs, 1, 3_600)?;
+    in_range(&field("retry_max_ms"), max_ms, 1, 600_000)?;
+    in_range(&field("retry_base_ms"), base_ms, 1, max_ms)?;
+    Ok(RetryPolicy {
+        max_attempts,
+        base_delay: Duration::from_millis(base_ms),
+        max_delay: Duration::from_millis(max_ms),
+        timeout: Duration::from_secs(timeout_secs),
+    })
+}
+
+impl LogAnalyticsConfig {
+    pub fn validate(&self) -> Result<LogAnalyticsSettings, ConfigError> {
+        const S: &str = "source.log_analytics";
+        let invalid = |name: &str, message: String| ConfigError::Invalid { field: format!("{S}.{name}"), message };
+        if !is_guid(self.workspace_id.trim()) {
+            return Err(invalid(
+                "workspace_id",
+                format!(
+                    "`{}` is not a GUID; use the workspace's Workspace ID from its Overview page",
+                    self.workspace_id
+                ),
+            ));
+        }
+        let table_ok = self.table.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && self.table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !table_ok {
+            return Err(invalid("table", format!("`{}` is not a table name", self.table)));
+        }
+        let hour = 3_600_000_000i64;
+        let window_hours = in_range(&format!("{S}.window_hours"), self.window_hours, 1, 24)?;
+        let min_minutes = in_range(&format!("{S}.min_window_minutes"), self.min_window_minutes, 1, window_hours * 60)?;
+        Ok(LogAnalyticsSettings {
+            workspace_id: self.workspace_id.trim().to_ascii_lowercase(),
+            endpoint: endpoint_url(&format!("{S}.endpoint"), &self.endpoint)?,
+            table: self.table.clone(),
+            pushdown: self.pushdown,
+            window: i64::from(window_hours) * hour,
+            min_window: i64::from(min_minutes) * 60_000_000,
+            max_rows: in_range(&format!("{S}.max_rows"), self.max_rows, 1, 500_000)?,
+            max_answer_bytes: in_range(&format!("{S}.max_answer_mib"), self.max_answer_mib, 1, 1_024)? as usize
+                * (1 << 20),
+            max_in_flight: in_range(&format!("{S}.max_in_flight"), self.max_in_flight, 1, 5)?,
+            server_timeout: Duration::from_secs(in_range(
+                &format!("{S}.server_timeout_secs"),
+                self.server_timeout_secs,
+                1,
+                600,
+            )?),
+            timespan_slack: i64::from(in_range(
+                &format!("{S}.timespan_slack_hours"),
+                self.timespan_slack_hours,
+                0,
+                720,
+            )?) * hour,
+            max_splits: self.max_splits,
+            retry: retry_policy(S, self.max_attempts, self.retry_base_ms, self.retry_max_ms, self.timeout_secs)?,
+        })
+    }
+}
+
 /// The validated detector settings; the sub-tables that need no conversion are the
 /// configuration itself, their lists lowercased.
 #[derive(Debug, Clone)]
@@ -767,18 +1192,289 @@ pub struct SeriesSettings {
     pub noise_sigmas: f64,
 }
 
+impl SentinelConfig {
+    pub fn validate(&self) -> Result<SentinelSettings, ConfigError> {
+        const S: &str = "sentinel";
+        let invalid = |name: &str, message: String| ConfigError::Invalid { field: format!("{S}.{name}"), message };
+        let id = self.dcr_immutable_id.trim();
+        let hex = id.strip_prefix("dcr-").unwrap_or("");
+        if hex.len() != 32 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(invalid(
+                "dcr_immutable_id",
+                format!(
+                    "`{id}` is not a DCR immutable ID (`dcr-` and 32 hex digits, the DCR's `immutableId` property)"
+                ),
+            ));
+        }
+        let mut streams = BTreeMap::new();
+        for table in crate::sink::tables::TABLES {
+            streams.insert(table.name.to_string(), crate::sink::sentinel::default_stream(table.name));
+        }
+        for (table, stream) in &self.streams {
+            if !streams.contains_key(table) {
+                return Err(invalid(
+                    "streams",
+                    format!(
+                        "`{table}` is not a result table; the tables are {}",
+                        crate::sink::tables::TABLES.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            let well_formed = stream.strip_prefix("Custom-").is_some_and(|rest| {
+                !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            });
+            if !well_formed {
+                return Err(invalid("streams", format!("`{stream}` is not a custom stream name (`Custom-<Name>`)")));
+            }
+            streams.insert(table.clone(), stream.clone());
+        }
+        Ok(SentinelSettings {
+            endpoint: endpoint_url(&format!("{S}.endpoint"), &self.endpoint)?,
+            dcr_immutable_id: id.to_string(),
+            streams,
+            max_in_flight: in_range(&format!("{S}.max_in_flight"), self.max_in_flight, 1, 16)?,
+            max_batch_bytes: in_range(
+                &format!("{S}.max_batch_bytes"),
+                self.max_batch_bytes,
+                1_024,
+                crate::sink::sentinel::MAX_BATCH_BYTES,
+            )?,
+            retry: retry_policy(S, self.max_attempts, self.retry_base_ms, self.retry_max_ms, self.timeout_secs)?,
+        })
+    }
+}
+
+impl Config {
+    /// Applies the `TELEMETRY_HUNT_*` overrides of [`env`]; `lookup` reads one variable (the
+    /// process environment in the binary, a map in tests). Empty values count as unset.
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let invalid = |name: &str, message: String| ConfigError::Invalid { field: name.into(), message };
+        let set = |field: &mut String, name: &str| get(name).into_iter().for_each(|v| *field = v);
+        let set_some = |field: &mut Option<String>, name: &str| get(name).into_iter().for_each(|v| *field = Some(v));
+        let source_keys =
+            [env::SOURCE_ACCOUNT, env::SOURCE_ENDPOINT, env::SOURCE_CONTAINER, env::SOURCE_PREFIX, env::SOURCE_LAYOUT];
+        if source_keys.iter().any(|k| get(k).is_some()) {
+            let blob = self.source.blob.get_or_insert_with(BlobSourceConfig::default);
+            set_some(&mut blob.account, env::SOURCE_ACCOUNT);
+            set_some(&mut blob.endpoint, env::SOURCE_ENDPOINT);
+            set(&mut blob.container, env::SOURCE_CONTAINER);
+            set(&mut blob.prefix, env::SOURCE_PREFIX);
+            if let Some(v) = get(env::SOURCE_LAYOUT) {
+                blob.layout = BlobLayout::parse(&v).ok_or_else(|| {
+                    invalid(
+                        env::SOURCE_LAYOUT,
+                        format!("`{v}` is not a layout; use auto, parquet, defender-streaming or log-analytics-export"),
+                    )
+                })?;
+            }
+        }
+        let results_keys = [env::RESULTS_ACCOUNT, env::RESULTS_ENDPOINT, env::RESULTS_CONTAINER, env::RESULTS_PREFIX];
+        if results_keys.iter().any(|k| get(k).is_some()) {
+            let blob = self.output.blob.get_or_insert_with(BlobResultsConfig::default);
+            set_some(&mut blob.account, env::RESULTS_ACCOUNT);
+            set_some(&mut blob.endpoint, env::RESULTS_ENDPOINT);
+            set(&mut blob.container, env::RESULTS_CONTAINER);
+            set(&mut blob.prefix, env::RESULTS_PREFIX);
+        }
+        if let Some(v) = get(env::IDENTITY) {
+            self.azure.identity = IdentityKind::parse(&v).ok_or_else(|| {
+                invalid(env::IDENTITY, format!("`{v}` is not an identity; use managed-identity, workload-identity, azure-cli, developer-tools or emulator"))
+            })?;
+        }
+        set_some(&mut self.azure.client_id, env::CLIENT_ID);
+        set_some(&mut self.azure.tenant_id, env::TENANT_ID);
+        if let Some(v) = get(env::REPROCESS_DAYS) {
+            self.source.reprocess_days =
+                v.parse().map_err(|_| invalid(env::REPROCESS_DAYS, format!("`{v}` is not a number of days")))?;
+        }
+        if let Some(v) = get(env::LOCK_TTL_SECONDS) {
+            self.output.lock_ttl_seconds =
+                v.parse().map_err(|_| invalid(env::LOCK_TTL_SECONDS, format!("`{v}` is not a number of seconds")))?;
+        }
+        if let Some(id) = get(env::LA_WORKSPACE_ID) {
+            self.source.log_analytics.get_or_insert_with(Default::default).workspace_id = id;
+        }
+        if let Some(endpoint) = get(env::LA_ENDPOINT) {
+            self.source.log_analytics.get_or_insert_with(Default::default).endpoint = endpoint;
+        }
+        if let Some(pushdown) = get(env::LA_PUSHDOWN) {
+            let pushdown = match pushdown.as_str() {
+                "rows" => Pushdown::Rows,
+                "aggregate" => Pushdown::Aggregate,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        field: env::LA_PUSHDOWN.into(),
+                        message: format!("`{other}` is neither `rows` nor `aggregate`"),
+                    })
+                }
+            };
+            self.source.log_analytics.get_or_insert_with(Default::default).pushdown = pushdown;
+        }
+        if let Some(endpoint) = get(env::SENTINEL_ENDPOINT) {
+            self.sentinel.get_or_insert_with(Default::default).endpoint = endpoint;
+        }
+        if let Some(id) = get(env::SENTINEL_DCR) {
+            self.sentinel.get_or_insert_with(Default::default).dcr_immutable_id = id;
+        }
+        Ok(())
+    }
+
+    fn validate_azure(&self) -> Result<IdentitySettings, ConfigError> {
+        let a = &self.azure;
+        let invalid = |field: &str, message: String| ConfigError::Invalid { field: field.into(), message };
+        if let Some(id) = &a.client_id {
+            if !is_guid(id) {
+                return Err(invalid("azure.client_id", format!("`{id}` is not a client id (a GUID such as 00000000-0000-0000-0000-000000000000); take it from the identity's overview page")));
+            }
+            if !matches!(a.identity, IdentityKind::ManagedIdentity | IdentityKind::WorkloadIdentity) {
+                return Err(invalid(
+                    "azure.client_id",
+                    format!(
+                        "only a managed or workload identity takes a client id, not `{}`; remove it",
+                        a.identity.as_str()
+                    ),
+                ));
+            }
+        }
+        if let Some(tenant) = &a.tenant_id {
+            if a.identity != IdentityKind::WorkloadIdentity {
+                return Err(invalid("azure.tenant_id", "only a workload identity takes a tenant id; remove it".into()));
+            }
+            if tenant.is_empty() || !tenant.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+                return Err(invalid("azure.tenant_id", format!("`{tenant}` is not a tenant id or domain")));
+            }
+        }
+        Ok(IdentitySettings {
+            kind: a.identity,
+            client_id: a.client_id.clone(),
+            tenant_id: a.tenant_id.clone(),
+            max_retries: a.max_retries,
+            retry_timeout: Duration::from_secs(a.retry_timeout_seconds),
+        })
+    }
+}
+
+fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups.iter().all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Checks a container's settings and resolves the endpoint and account. Pure: no I/O.
+fn blob_location(
+    section: &str,
+    account: &Option<String>,
+    endpoint: &Option<String>,
+    container: &str,
+    prefix: &str,
+    identity: IdentityKind,
+) -> Result<BlobLocation, ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid { field: format!("{section}.{key}"), message };
+    let emulator = identity == IdentityKind::Emulator;
+    if container.is_empty() {
+        return Err(invalid("container", "is required: the name of the blob container".into()));
+    }
+    let container_ok = (3..=63).contains(&container.len())
+        && container.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !container.starts_with('-')
+        && !container.ends_with('-')
+        && !container.contains("--");
+    if !container_ok {
+        return Err(invalid("container", format!("`{container}` is not a container name: 3 to 63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit")));
+    }
+    let account_ok =
+        |a: &str| (3..=24).contains(&a.len()) && a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if let Some(a) = account {
+        if !account_ok(a) {
+            return Err(invalid(
+                "account",
+                format!("`{a}` is not a storage account name: 3 to 24 lowercase letters and digits"),
+            ));
+        }
+    }
+    let endpoint = match endpoint {
+        Some(text) => {
+            let url = url::Url::parse(text).map_err(|e| {
+                invalid("endpoint", format!("`{text}` is not a URL ({e}); e.g. https://contoso.blob.core.windows.net"))
+            })?;
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(invalid("endpoint", "a query string (SAS token) is not allowed: the job signs requests with its identity (`[azure]`); remove everything from `?`".into()));
+            }
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(invalid("endpoint", "credentials in the URL are not allowed; remove them".into()));
+            }
+            match url.scheme() {
+                "https" => {}
+                "http" if emulator => {}
+                "http" => return Err(invalid("endpoint", "plain http is only for the Azurite emulator (`azure.identity = \"emulator\"`): tokens are never sent unencrypted; use https".into())),
+                other => return Err(invalid("endpoint", format!("`{other}` is not http or https"))),
+            }
+            if url.host_str().is_none() {
+                return Err(invalid("endpoint", format!("`{text}` has no host")));
+            }
+            text.trim_end_matches('/').to_string()
+        }
+        None if emulator => EMULATOR_ENDPOINT.to_string(),
+        None => match account {
+            Some(a) => format!("https://{a}.blob.core.windows.net"),
+            None => return Err(invalid("account", "is required (or an `endpoint` that names the account)".into())),
+        },
+    };
+    let account = match account {
+        Some(a) => a.clone(),
+        None => account_from_endpoint(&endpoint)
+            .filter(|a| account_ok(a))
+            .or(emulator.then(|| EMULATOR_ACCOUNT.to_string()))
+            .ok_or_else(|| {
+                invalid("account", format!("cannot tell the storage account from `{endpoint}`; set `account`"))
+            })?,
+    };
+    let prefix = prefix.trim_matches('/');
+    if prefix.split('/').any(|part| part == ".." || part == ".") || prefix.contains("//") {
+        return Err(invalid("prefix", format!("`{prefix}` is not a folder path (no `.`, `..` or empty parts)")));
+    }
+    Ok(BlobLocation { account, endpoint, container: container.to_string(), prefix: prefix.to_string() })
+}
+
+/// `https://<account>.blob.core…` names the account in its host; Azurite's path-style
+/// `http://127.0.0.1:10000/<account>` in its first path segment.
+fn account_from_endpoint(endpoint: &str) -> Option<String> {
+    let url = url::Url::parse(endpoint).ok()?;
+    let host = url.host_str()?;
+    if let Some((account, rest)) = host.split_once('.') {
+        if rest.starts_with("blob.") {
+            return Some(account.to_string());
+        }
+    }
+    url.path_segments()?.find(|s| !s.is_empty()).map(str::to_string)
+}
+
 /// The validated, ready-to-use form of [`Config`].
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Events from a blob container (else local inputs).
+    pub source_blob: Option<BlobSource>,
+    /// Results in a blob container (else the local folder).
+    pub results_blob: Option<BlobLocation>,
+    pub reprocess_days: u32,
+    pub identity: IdentitySettings,
+    pub transport: Transport,
+    pub lock_ttl: Duration,
     pub match_mode: MatchMode,
     pub time_column: TimeColumn,
     pub hosts: HostMatcher,
     pub reference_hosts: Vec<String>,
+    pub extra_hosts: Vec<String>,
     pub exclusions: Vec<CompiledExclusion>,
     pub expected: Vec<CompiledExpected>,
     pub scope: Scope,
     pub reject_samples: usize,
     pub detect: DetectSettings,
+    /// The query API source, when configured instead of files.
+    pub log_analytics: Option<LogAnalyticsSettings>,
+    /// Sentinel delivery, when configured.
+    pub sentinel: Option<SentinelSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -973,6 +1669,113 @@ mod tests {
     }
 
     #[test]
+    fn blob_sections_resolve_endpoints_and_accounts() {
+        let config = Config::from_toml(
+            "[source.blob]\naccount = \"contosomde\"\ncontainer = \"insights-logs-advancedhunting-devicenetworkevents\"\nprefix = \"/tenantId=abc/\"\n\n[output.blob]\nendpoint = \"https://contosoresults.blob.core.windows.net/\"\ncontainer = \"mde-results\"\n\n[azure]\nidentity = \"managed-identity\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"",
+        )
+        .unwrap();
+        let settings = config.validate().unwrap();
+        let source = settings.source_blob.unwrap();
+        assert_eq!(source.location.endpoint, "https://contosomde.blob.core.windows.net");
+        assert_eq!(source.location.prefix, "tenantId=abc");
+        assert_eq!(source.layout, BlobLayout::Auto);
+        let results = settings.results_blob.unwrap();
+        assert_eq!(
+            (results.account.as_str(), results.endpoint.as_str()),
+            ("contosoresults", "https://contosoresults.blob.core.windows.net")
+        );
+        assert_eq!(settings.identity.client_id.as_deref(), Some("11111111-2222-3333-4444-555555555555"));
+
+        let emulator =
+            Config::from_toml("[output.blob]\ncontainer = \"results\"\n[azure]\nidentity = \"emulator\"").unwrap();
+        let results = emulator.validate().unwrap().results_blob.unwrap();
+        assert_eq!((results.account.as_str(), results.endpoint.as_str()), ("devstoreaccount1", EMULATOR_ENDPOINT));
+        let path_style = Config::from_toml("[output.blob]\nendpoint = \"http://127.0.0.1:10001/otheraccount\"\ncontainer = \"results\"\n[azure]\nidentity = \"emulator\"").unwrap();
+        assert_eq!(path_style.validate().unwrap().results_blob.unwrap().account, "otheraccount");
+        // the defaults have no blob and print as TOML without one
+        assert!(Config::default().validate().unwrap().results_blob.is_none());
+        let printed = toml::to_string_pretty(&Config::default()).unwrap();
+        assert!(printed.contains("[azure]") && !printed.contains("[output.blob]"), "{printed}");
+        assert_eq!(Config::from_toml(&printed).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn blob_mistakes_name_the_field_and_the_fix() {
+        let cases = [
+            ("[output.blob]\naccount = \"contoso\"", "output.blob.container", "required"),
+            ("[output.blob]\naccount = \"contoso\"\ncontainer = \"Results_1\"", "output.blob.container", "lowercase"),
+            ("[output.blob]\naccount = \"Contoso-Storage\"\ncontainer = \"results\"", "output.blob.account", "3 to 24"),
+            ("[output.blob]\ncontainer = \"results\"", "output.blob.account", "required"),
+            ("[output.blob]\nendpoint = \"https://contoso.blob.core.windows.net/?sv=2022&sig=abc\"\ncontainer = \"results\"", "output.blob.endpoint", "SAS"),
+            ("[output.blob]\nendpoint = \"http://contoso.blob.core.windows.net\"\ncontainer = \"results\"", "output.blob.endpoint", "https"),
+            ("[source.blob]\naccount = \"contoso\"\ncontainer = \"events\"\nprefix = \"a/../b\"", "source.blob.prefix", ".."),
+            ("[source]\ninputs = [\"x\"]\n[source.blob]\naccount = \"contoso\"\ncontainer = \"events\"", "source", "keep one"),
+            ("[azure]\nclient_id = \"my-identity\"", "azure.client_id", "GUID"),
+            ("[azure]\nidentity = \"azure-cli\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"", "azure.client_id", "remove it"),
+            ("[azure]\ntenant_id = \"contoso.onmicrosoft.com\"", "azure.tenant_id", "workload"),
+            ("[output]\nlock_ttl_seconds = 0", "output.lock_ttl_seconds", "between"),
+            ("[source]\nreprocess_days = 90", "source.reprocess_days", "--from"),
+        ];
+        for (toml_text, field, fix) in cases {
+            let err = Config::from_toml(toml_text).unwrap().validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("`{field}`")) && err.contains(fix), "{toml_text}: {err}");
+        }
+        // a key (or SAS) is not a configuration key at all
+        let err = Config::from_toml("[output.blob]\ncontainer = \"r\"\naccess_key = \"abc\"").unwrap_err();
+        assert!(err.contains("access_key"), "{err}");
+        let err = Config::from_toml("[azure]\nidentity = \"default\"").unwrap_err();
+        assert!(err.contains("default"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_set_the_containers_and_identity() {
+        let vars: std::collections::HashMap<&str, &str> = [
+            (env::SOURCE_ACCOUNT, "contosomde"),
+            (env::SOURCE_CONTAINER, "am-devicenetworkevents"),
+            (env::SOURCE_LAYOUT, "log-analytics-export"),
+            (env::RESULTS_ACCOUNT, "contosoresults"),
+            (env::RESULTS_CONTAINER, "results"),
+            (env::RESULTS_PREFIX, "nightly"),
+            (env::CLIENT_ID, "11111111-2222-3333-4444-555555555555"),
+            (env::REPROCESS_DAYS, "2"),
+            (env::TENANT_ID, " "),
+        ]
+        .into_iter()
+        .collect();
+        let mut config = Config::default();
+        config.apply_env(|name| vars.get(name).map(|v| v.to_string())).unwrap();
+        let settings = config.validate().unwrap();
+        let source = settings.source_blob.unwrap();
+        assert_eq!(source.location.url(), "https://contosomde.blob.core.windows.net/am-devicenetworkevents");
+        assert_eq!(source.layout, BlobLayout::LogAnalyticsExport);
+        assert_eq!(
+            settings.results_blob.unwrap().url(),
+            "https://contosoresults.blob.core.windows.net/results/nightly"
+        );
+        assert_eq!(settings.reprocess_days, 2);
+        assert_eq!(settings.identity.tenant_id, None, "a blank variable is unset");
+
+        let mut config = Config::default();
+        let err = config.apply_env(|name| (name == env::IDENTITY).then(|| "default".to_string())).unwrap_err();
+        assert!(
+            err.to_string().contains("TELEMETRY_HUNT_IDENTITY") && err.to_string().contains("managed-identity"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_container_example_is_a_valid_configuration() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/container.toml");
+        let settings = Config::load(&path).unwrap().validate().unwrap();
+        assert_eq!(settings.source_blob.unwrap().layout, BlobLayout::DefenderStreaming);
+        assert_eq!(
+            settings.results_blob.unwrap().url(),
+            "https://contosohuntresults.blob.core.windows.net/mde-telemetry"
+        );
+        assert_eq!(settings.identity.kind, IdentityKind::ManagedIdentity);
+    }
+
+    #[test]
     fn cidr_and_glob() {
         let c = Cidr::parse("13.64.0.0/11").unwrap();
         assert!(c.contains_text("13.95.255.255"));
@@ -1001,5 +1804,91 @@ mod tests {
         assert!(!scope.admits(Some("Servers"), Some("SRV-TEST-3")));
         assert!(!scope.admits(None, Some("srv-01")));
         assert!(Scope::default().admits(None, None));
+    }
+
+    const WS: &str = "8f6a4c2e-1b3d-4e5f-9a7b-0c1d2e3f4a5b";
+    const DCR: &str = "dcr-0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn azure_sections_validate_purely_and_name_the_field() {
+        let base = format!(
+            "[source.log_analytics]\nworkspace_id = \"{WS}\"\n\n[sentinel]\nendpoint = \"https://dce-x.westeurope-1.ingest.monitor.azure.com\"\ndcr_immutable_id = \"{DCR}\"\n"
+        );
+        let settings = Config::from_toml(&base).unwrap().validate().unwrap();
+        let la = settings.log_analytics.unwrap();
+        assert_eq!(la.query_url().as_str(), format!("https://api.loganalytics.azure.com/v1/workspaces/{WS}/query"));
+        assert_eq!((la.window, la.max_rows, la.max_in_flight), (6 * 3_600_000_000, 500_000, 4));
+        let sentinel = settings.sentinel.unwrap();
+        assert_eq!(
+            sentinel.stream_url(&sentinel.stream("MdeTelemetryDaily")).as_str(),
+            format!("https://dce-x.westeurope-1.ingest.monitor.azure.com/dataCollectionRules/{DCR}/streams/Custom-MdeTelemetryDaily_CL?api-version=2023-01-01")
+        );
+        let local = Config::from_toml(
+            &base.replace("https://dce-x.westeurope-1.ingest.monitor.azure.com", "http://127.0.0.1:8080/"),
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!(
+            local.sentinel.unwrap().stream_url("Custom-A_CL").as_str(),
+            format!("http://127.0.0.1:8080/dataCollectionRules/{DCR}/streams/Custom-A_CL?api-version=2023-01-01")
+        );
+
+        let cases: &[(&str, &str, &str)] = &[
+            (WS, "not-a-guid", "source.log_analytics.workspace_id"),
+            ("https://dce-x.westeurope-1.ingest.monitor.azure.com", "http://dce.example", "must use https"),
+            ("https://dce-x.westeurope-1.ingest.monitor.azure.com", "https://u:p@dce.example", "credentials"),
+            ("https://dce-x.westeurope-1.ingest.monitor.azure.com", "https://dce.example/?sig=1", "query or fragment"),
+            ("https://dce-x.westeurope-1.ingest.monitor.azure.com", "ftp://dce.example", "scheme `ftp`"),
+            (DCR, "dcr-123", "sentinel.dcr_immutable_id"),
+            ("[sentinel]", "[sentinel]\nstreams = { MdeTelemetryDaily = \"Daily_CL\" }", "Custom-"),
+            ("[sentinel]", "[sentinel]\nstreams = { Nope = \"Custom-Nope_CL\" }", "not a result table"),
+            ("[sentinel]", "[sentinel]\nmax_batch_bytes = 2000000", "sentinel.max_batch_bytes"),
+            ("[sentinel]", "[sentinel]\nretry_base_ms = 90000", "sentinel.retry_base_ms"),
+            ("[source.log_analytics]", "[source.log_analytics]\nmax_rows = 600000", "max_rows"),
+            ("[source.log_analytics]", "[source.log_analytics]\nwindow_hours = 0", "window_hours"),
+            ("[source.log_analytics]", "[source.log_analytics]\nmax_in_flight = 9", "max_in_flight"),
+            ("[source.log_analytics]", "[source.log_analytics]\ntable = \"Device Events\"", "not a table name"),
+            ("[source.log_analytics]", "[source.log_analytics]\nserver_timeout_secs = 900", "server_timeout_secs"),
+            ("[source.log_analytics]", "[source]\ninputs = [\"x\"]\n[source.log_analytics]", "keep one source"),
+        ];
+        for (from, to, want) in cases {
+            let text = base.replacen(from, to, 1);
+            let err = Config::from_toml(&text).unwrap().validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{to}: {err}");
+        }
+        let err = Config::from_toml(&format!("{base}\n[sentinel.extra]\n")).unwrap_err();
+        assert!(err.contains("extra") || err.contains("duplicate"), "{err}");
+        let err = Config::from_toml("[source.log_analytics]\nworkspaceid = \"x\"").unwrap_err();
+        assert!(err.contains("workspaceid"), "{err}");
+        let mut config = Config::from_toml(&format!("reference_hosts = [\"a\\u0007b\"]\n{base}")).unwrap();
+        config.sentinel = None;
+        assert!(config.validate().unwrap_err().to_string().contains("control character"));
+    }
+
+    #[test]
+    fn environment_overrides_fill_the_azure_sections() {
+        let env: BTreeMap<&str, &str> = [
+            ("TELEMETRY_HUNT_LA_WORKSPACE_ID", WS),
+            ("TELEMETRY_HUNT_LA_ENDPOINT", "http://127.0.0.1:9"),
+            ("TELEMETRY_HUNT_LA_PUSHDOWN", "aggregate"),
+            ("TELEMETRY_HUNT_SENTINEL_ENDPOINT", "http://localhost:10"),
+            ("TELEMETRY_HUNT_SENTINEL_DCR_IMMUTABLE_ID", DCR),
+        ]
+        .into_iter()
+        .collect();
+        let mut config = Config::default();
+        config.apply_env(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        let settings = config.validate().unwrap();
+        let la = settings.log_analytics.unwrap();
+        assert_eq!((la.workspace_id.as_str(), la.pushdown), (WS, Pushdown::Aggregate));
+        assert_eq!(la.endpoint.as_str(), "http://127.0.0.1:9/");
+        assert_eq!(settings.sentinel.unwrap().dcr_immutable_id, DCR);
+
+        let mut config = Config::default();
+        config.apply_env(|_| None).unwrap();
+        assert_eq!(config, Config::default());
+        let err = config.apply_env(|k| (k == "TELEMETRY_HUNT_LA_PUSHDOWN").then(|| "fast".to_string())).unwrap_err();
+        assert!(err.to_string().contains("TELEMETRY_HUNT_LA_PUSHDOWN"), "{err}");
     }
 }

@@ -1,30 +1,46 @@
-//! One run of the job: plan the sources, scan and hunt in parallel, write every table per day,
-//! run the detectors day by day, then the run record and the report. The run record is written
-//! on failure too, saying which stage failed.
+//! One run of the job: take the results store's lock, finish or discard what an earlier run
+//! left, plan the sources, scan and hunt in parallel, stage every table per day, run the
+//! detectors day by day, then commit tables and findings together with the run record. The run record is written on failure too, saying which
+//! stage failed; a failed run commits nothing else. Results store first, Sentinel second: only
+//! committed tables are sent, and what Sentinel does not acknowledge waits in the store's outbox.
 //!
-//! A day is complete when its tables and its findings are written: then `_complete/day=<day>.json`
-//! is written, last. `backfill` skips the days that have it.
+//! A day is complete when its tables and its findings are committed: its marker
+//! `_complete/day=<day>.json` is staged with them. `backfill` skips the days that have it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use azure_core::credentials::TokenCredential;
 use indicatif::{ProgressBar, ProgressStyle};
+use rayon::iter::ParallelBridge;
 use rayon::prelude::*;
 
+use crate::azure::http::AzureClient;
+use crate::azure::storage::ConnectError;
+use crate::azure::{Azure, IdentityKind};
 use crate::baseline::history::{DayData, History};
 use crate::config::Settings;
 use crate::detect::{self, Context, Finding};
 use crate::hunt::Partial;
+use crate::sink::blob::BlobStore;
 use crate::sink::local::LocalDir;
+use crate::sink::lock::{LockError, RunLock};
 use crate::sink::results::{day_prefix, Results};
+use crate::sink::sentinel::{DeliveryError, Ingestion, Outbox, Sentinel};
+use crate::sink::store::{Store, StoreError};
 use crate::sink::tables::{self, RunRecord, FINDINGS, FINDINGS_COLUMNS};
-use crate::sink::{Cell, SinkError};
-use crate::source::{plan_local, ScanOptions, ScanStats, SourceError};
+use crate::sink::{commit, Cell, SinkError, Table};
+use crate::source::blob::{BlobReader, Fetched};
+use crate::source::log_analytics::{
+    EventBatch, HostFilter, LogAnalytics, LogAnalyticsSettings, QueryError, QueryText, ScanRequest,
+};
+use crate::source::{plan_local, ScanOptions, ScanStats, SourceError, Unit};
 use crate::time::Day;
 
-/// What to run.
+/// What to run. Blob sources and results come from `settings`; `inputs` and `out` are the local
+/// ones, used when `settings` names no blob.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
     pub inputs: Vec<PathBuf>,
@@ -33,50 +49,133 @@ pub struct RunRequest {
     pub window: Option<(Day, Day)>,
     pub settings: Settings,
     pub progress: bool,
+    /// Signs the Log Analytics and Logs Ingestion calls instead of the configured identity
+    /// (tests and embedders); `None` uses `[azure] identity`.
+    pub credential: Option<Arc<dyn TokenCredential>>,
 }
 
-/// A finished run: the merged aggregate, the days written, their findings, the run record.
+/// A finished run: the merged aggregate, the days written, the run record.
 pub struct RunOutcome {
     pub partial: Partial,
     pub days: Vec<Day>,
+    /// The findings of the run's days.
     pub findings: Vec<Finding>,
     pub record: RunRecord,
+    /// Where the results are: a folder or a container URL.
+    pub results: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Query(#[from] QueryError),
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error("the detectors could not read their history or write their findings: {0}")]
     Detect(SinkError),
+    #[error("the run could not be committed, so none of its days is visible: {0}")]
+    Commit(StoreError),
+    #[error("the run is committed, but moving its objects into place stopped; readers already see the whole run and the next run finishes the move: {0}")]
+    CommitUnfinished(StoreError),
+    #[error("cannot set up the client for the Azure Monitor APIs: {0}")]
+    Monitor(String),
+    #[error(transparent)]
+    Deliver(#[from] DeliveryError),
 }
 
 impl RunError {
     pub fn stage(&self) -> &'static str {
         match self {
-            RunError::Source(_) => "read",
+            RunError::Connect(_) | RunError::Monitor(_) => "connect",
+            RunError::Lock(_) => "lock",
+            RunError::Source(_) | RunError::Query(_) => "read",
             RunError::Sink(_) => "write",
             RunError::Detect(_) => "detect",
+            RunError::Commit(_) | RunError::CommitUnfinished(_) => "commit",
+            RunError::Deliver(_) => "deliver",
         }
     }
 }
 
-/// The object that says a day is complete (its tables and findings written).
-pub fn complete_marker(day: Day) -> String {
-    format!("_complete/day={day}.json")
+/// The Azure side of a run: the I/O runtime and identity (blob), and the HTTP client of the
+/// Log Analytics and Logs Ingestion APIs signed by that identity. Exists only when the
+/// configuration names something in Azure; it lives as long as the run.
+struct AzureSide {
+    azure: Azure,
+    monitor: Option<AzureClient>,
 }
 
-/// The days `results` holds a completion marker for.
-pub fn complete_days(results: &Results) -> Result<BTreeSet<Day>, SinkError> {
-    let prefix = "_complete/day=";
-    Ok(results
-        .store
-        .list(prefix)?
-        .iter()
-        .filter_map(|path| path.strip_prefix(prefix)?.strip_suffix(".json").and_then(Day::parse))
-        .collect())
+impl AzureSide {
+    fn for_settings(
+        settings: &Settings,
+        credential: Option<&Arc<dyn TokenCredential>>,
+    ) -> Result<Option<AzureSide>, RunError> {
+        let needs_monitor = settings.log_analytics.is_some() || settings.sentinel.is_some();
+        if !needs_monitor && settings.source_blob.is_none() && settings.results_blob.is_none() {
+            return Ok(None);
+        }
+        let azure = Azure::start(&settings.identity, &settings.transport)?;
+        let monitor = match needs_monitor {
+            false => None,
+            true => {
+                let credential = match credential {
+                    Some(credential) => credential.clone(),
+                    None => azure.identity.token_credential().ok_or_else(|| {
+                        RunError::Monitor(format!(
+                            "the `{}` identity signs only Azurite requests; the Log Analytics and Logs Ingestion APIs need a token: set `azure.identity` to `managed-identity` (or another Entra ID credential)",
+                            IdentityKind::Emulator.as_str()
+                        ))
+                    })?,
+                };
+                Some(AzureClient::new(credential).map_err(|e| RunError::Monitor(e.to_string()))?)
+            }
+        };
+        Ok(Some(AzureSide { azure, monitor }))
+    }
+
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.azure.handle().block_on(future)
+    }
+
+    fn monitor(&self) -> Result<&AzureClient, RunError> {
+        self.monitor.as_ref().ok_or_else(|| RunError::Monitor("no Azure Monitor client was set up".into()))
+    }
+}
+
+/// `check`: probes every Azure Monitor endpoint the settings name (`print 1` on the workspace, an
+/// empty array to every Sentinel stream). One line per probe, `Err` with the fix in words.
+pub fn probe_endpoints(
+    settings: &Settings,
+    credential: Option<&Arc<dyn TokenCredential>>,
+) -> Vec<Result<String, String>> {
+    if settings.log_analytics.is_none() && settings.sentinel.is_none() {
+        return Vec::new();
+    }
+    let side = match AzureSide::for_settings(settings, credential) {
+        Ok(Some(side)) => side,
+        Ok(None) => return Vec::new(),
+        Err(e) => return vec![Err(e.to_string())],
+    };
+    let client = match side.monitor() {
+        Ok(client) => client.clone(),
+        Err(e) => return vec![Err(e.to_string())],
+    };
+    let mut lines = Vec::new();
+    if let Some(la) = &settings.log_analytics {
+        let source = LogAnalytics::new(la.clone(), client.clone());
+        lines.push(side.block_on(source.probe()));
+    }
+    if let Some(sentinel) = &settings.sentinel {
+        let ingestion = Ingestion::new(sentinel.clone(), client);
+        lines.extend(side.block_on(ingestion.probe()));
+    }
+    lines
 }
 
 pub fn now_micros() -> i64 {
@@ -113,37 +212,175 @@ fn progress_bar(total: u64, enabled: bool) -> ProgressBar {
 pub fn run(request: &RunRequest) -> Result<RunOutcome, (RunError, RunRecord)> {
     let started_at = now_micros();
     let run_id = new_run_id(started_at);
-    let store = Results::new(Arc::new(LocalDir::new(&request.out)));
+    let settings = &request.settings;
     let mut record = RunRecord {
         run_id: run_id.clone(),
         started_at,
         status: "running".into(),
         window: request.window,
-        match_mode: request.settings.match_mode.as_str().into(),
-        sources: request.inputs.iter().map(|p| p.display().to_string()).collect(),
-        scope: scope_json(&request.settings),
+        match_mode: settings.match_mode.as_str().into(),
+        sources: match (&settings.source_blob, &settings.log_analytics) {
+            (Some(source), _) => vec![source.location.url()],
+            (None, Some(la)) => {
+                vec![format!("{} table {} (pushdown {})", la.describe(), la.table, la.pushdown.as_str())]
+            }
+            (None, None) => request.inputs.iter().map(|p| p.display().to_string()).collect(),
+        },
+        scope: scope_json(settings),
         ..Default::default()
     };
-    match execute(request, &store, &mut record) {
-        Ok((partial, days, findings)) => {
+    let fail = |error: RunError, record: &mut RunRecord| {
+        record.status = "failed".into();
+        record.failed_stage = Some(error.stage().into());
+        record.error = Some(error.to_string());
+        (error, record.clone())
+    };
+    let side = AzureSide::for_settings(settings, request.credential.as_ref()).map_err(|e| fail(e, &mut record))?;
+    let store = open_results(request, side.as_ref().map(|s| &s.azure)).map_err(|e| fail(e, &mut record))?;
+    let lock = RunLock::acquire(store.clone(), &run_id, settings.lock_ttl).map_err(|e| fail(e.into(), &mut record))?;
+    let results = Results::for_run(store.clone(), &run_id);
+    let outcome = recover(store.as_ref(), &run_id)
+        .and_then(|()| execute(request, side.as_ref(), &results, &mut record))
+        .and_then(|(partial, days, tables, findings)| {
             record.status = "succeeded".into();
-            finish_record(&store, &mut record, started_at).map_err(|e| (RunError::Sink(e), record.clone()))?;
-            // The report is a view of what is committed; a failure to draw it loses nothing.
-            if let Err(error) = crate::sink::report::write(&store, &request.settings) {
-                tracing::error!(%error, "The report could not be written; `telemetry-hunt report` draws it again.");
-            }
-            Ok(RunOutcome { partial, days, findings, record })
+            publish(&results, &lock, &mut record, started_at)?;
+            Ok((partial, days, tables, findings))
+        });
+    let release = |lock: RunLock| {
+        if let Err(e) = lock.release() {
+            tracing::warn!(error = %e, "The lock on the results store could not be released; it lapses at its expiry.");
         }
+    };
+    let (mut error, outcome, tables) = match outcome {
+        Ok((partial, days, tables, findings)) => (None, Some((partial, days, findings)), tables),
         Err(error) => {
-            record.status = "failed".into();
-            record.failed_stage = Some(error.stage().into());
-            record.error = Some(error.to_string());
-            if let Err(write_error) = finish_record(&store, &mut record, started_at) {
-                tracing::error!(error = %write_error, "The run record of the failed run could not be written.");
+            // A committed run keeps its staged objects: the next run moves them into place.
+            let committed = matches!(error, RunError::CommitUnfinished(_));
+            let (error, _) = fail(error, &mut record);
+            if !committed {
+                // Nothing the run staged becomes visible; only its record is committed.
+                let kept = commit::discard(store.as_ref(), &run_id)
+                    .map_err(|e| RunError::Sink(e.into()))
+                    .and_then(|_| publish(&results, &lock, &mut record, started_at));
+                if let Err(write_error) = kept {
+                    tracing::error!(error = %write_error, "The run record of the failed run could not be written.");
+                }
             }
-            Err((error, record))
+            (Some(error), None, Vec::new())
+        }
+    };
+    if outcome.is_some() {
+        // The report is a view of what is committed; a failure to draw it loses nothing.
+        if let Err(error) = crate::sink::report::write(&Results::new(store.clone()), settings) {
+            tracing::error!(%error, "The report could not be written; `telemetry-hunt report` draws it again.");
         }
     }
+    // Sentinel second, still under the lock so no other run sends the same outbox. A failed run
+    // sends no tables of its own, but still what earlier runs left, and its run record.
+    if let Some((side, sentinel)) = side.as_ref().zip(settings.sentinel.as_ref()) {
+        match side.monitor() {
+            Ok(client) => {
+                let ingestion = Ingestion::new(sentinel.clone(), client.clone());
+                let sentinel = Arc::new(Sentinel::new(ingestion, Outbox::new(store.clone())));
+                // Committed objects are replaced directly from here on: no staging.
+                let committed = Results::new(store.clone());
+                deliver(&sentinel, side, &committed, tables, &mut record, &mut error);
+            }
+            Err(e) => error = error.or(Some(e)),
+        }
+    }
+    release(lock);
+    match (error, outcome) {
+        (None, Some((partial, days, findings))) => {
+            Ok(RunOutcome { partial, days, findings, record, results: store.location() })
+        }
+        (Some(error), _) => Err((error, record)),
+        (None, None) => unreachable!("a run without an outcome has an error"),
+    }
+}
+
+/// Sends the run's tables (after what earlier runs left in the outbox), then its run row, which
+/// says what the delivery of the tables did. The store's run record is rewritten to say the same.
+fn deliver(
+    sentinel: &Arc<Sentinel>,
+    side: &AzureSide,
+    store: &Results,
+    tables: Vec<Table>,
+    record: &mut RunRecord,
+    error: &mut Option<RunError>,
+) {
+    let run_id = record.run_id.clone();
+    let clock = Instant::now();
+    let delivery = side.block_on(sentinel.deliver(&run_id, tables, true, now_micros()));
+    record.durations_ms.insert("deliver", clock.elapsed().as_millis() as u64);
+    if error.is_none() && !delivery.complete() {
+        let delivery_error = DeliveryError::from(&delivery);
+        record.status = "failed".into();
+        record.failed_stage = Some("deliver".into());
+        record.error = Some(delivery_error.to_string());
+        *error = Some(RunError::Deliver(delivery_error));
+    }
+    record.delivery = Some(delivery);
+    if let Err(e) = finish_record(store, record, record.started_at) {
+        tracing::error!(error = %e, "The run record could not be updated with what was delivered.");
+    }
+    let own = side.block_on(sentinel.deliver(&run_id, vec![record.to_table()], false, now_micros()));
+    if own.complete() {
+        return;
+    }
+    // The run row itself did not arrive: the run fails, and both the store's run record and the
+    // outbox copy of the row say so, so the next run sends what really happened.
+    let delivery = record.delivery.get_or_insert_with(Default::default);
+    delivery.absorb(own);
+    let delivery_error = DeliveryError::from(&*delivery);
+    let left: Vec<_> = delivery.left.iter().filter(|i| i.table == tables::RUNS).cloned().collect();
+    record.status = "failed".into();
+    if error.is_none() {
+        record.failed_stage = Some("deliver".into());
+        record.error = Some(delivery_error.to_string());
+        *error = Some(RunError::Deliver(delivery_error));
+    }
+    if let Err(e) = finish_record(store, record, record.started_at) {
+        tracing::error!(error = %e, "The run record could not be updated after its delivery failed.");
+    }
+    for item in left {
+        if let Err(e) = sentinel.record_again(&item, &record.to_table(), &run_id, now_micros()) {
+            tracing::error!(error = %e, "The outbox copy of the run record could not be updated.");
+        }
+    }
+}
+
+fn open_results(request: &RunRequest, azure: Option<&Azure>) -> Result<Arc<dyn Store>, RunError> {
+    Ok(match (&request.settings.results_blob, azure) {
+        (Some(location), Some(azure)) => Arc::new(BlobStore::new(azure.container(location)?, azure.identity.clone())),
+        _ => Arc::new(LocalDir::new(&request.out)),
+    })
+}
+
+/// Finishes the commits of earlier runs and discards what uncommitted runs staged.
+fn recover(store: &dyn Store, run_id: &str) -> Result<(), RunError> {
+    let recovery = commit::recover(store, run_id).map_err(|e| RunError::Sink(e.into()))?;
+    for run in &recovery.rolled_forward {
+        tracing::warn!(run_id = %run, "Finished the commit of an earlier run that stopped while moving its results into place.");
+    }
+    for run in &recovery.discarded {
+        tracing::warn!(run_id = %run, "Discarded the uncommitted output of an earlier run that stopped before committing.");
+    }
+    Ok(())
+}
+
+/// Stages the run record and commits the run, if this run still holds the lock.
+fn publish(results: &Results, lock: &RunLock, record: &mut RunRecord, started_at: i64) -> Result<(), RunError> {
+    finish_record(results, record, started_at)?;
+    lock.confirm()?;
+    let store = results.store.as_ref();
+    commit::commit(store, &record.run_id, now_micros()).map_err(|e| {
+        match commit::pending(store).map(|records| records.iter().any(|r| r.run_id == record.run_id)) {
+            Ok(true) => RunError::CommitUnfinished(e),
+            _ => RunError::Commit(e),
+        }
+    })?;
+    Ok(())
 }
 
 fn scope_json(settings: &Settings) -> serde_json::Value {
@@ -163,9 +400,17 @@ fn finish_record(store: &Results, record: &mut RunRecord, started_at: i64) -> Re
     store.write_at(&prefix, &format!("run-{}", record.run_id), &record.to_table())
 }
 
-type Executed = (Partial, Vec<Day>, Vec<Finding>);
+/// The merged aggregate, the days of the run, and every table written (for Sentinel).
+type Executed = (Partial, Vec<Day>, Vec<Table>, Vec<Finding>);
+/// The merged aggregate, the days of the run, and every table written.
+type Written = (Partial, Vec<Day>, Vec<Table>);
 
-fn execute(request: &RunRequest, store: &Results, record: &mut RunRecord) -> Result<Executed, RunError> {
+fn execute(
+    request: &RunRequest,
+    side: Option<&AzureSide>,
+    store: &Results,
+    record: &mut RunRecord,
+) -> Result<Executed, RunError> {
     let settings = &request.settings;
     let options = ScanOptions {
         window: request.window,
@@ -174,12 +419,93 @@ fn execute(request: &RunRequest, store: &Results, record: &mut RunRecord) -> Res
         reject_samples: settings.reject_samples,
         columns: crate::hunt::aggregate::needed_columns(settings),
     };
-
     let clock = Instant::now();
-    let plan = plan_local(&request.inputs, &options)?;
+    let (partial, stats) = match (&settings.log_analytics, side) {
+        (Some(la), Some(side)) => scan_log_analytics(request, la, side, options, record)?,
+        _ => scan_files(request, side.map(|s| &s.azure), &options, record)?,
+    };
+    record.durations_ms.insert("scan", clock.elapsed().as_millis() as u64);
+    let (partial, days, mut written) = write(request, store, record, partial, stats)?;
+    let clock = Instant::now();
+    let findings = if settings.detect.enabled {
+        detect_days(store, settings, &days, &record.run_id, &mut written).map_err(RunError::Detect)?
+    } else {
+        Vec::new()
+    };
+    for finding in &findings {
+        *record.findings_by_severity.entry(finding.severity.as_str().to_string()).or_default() += 1;
+        *record.findings_by_type.entry(finding.finding_type.as_str().to_string()).or_default() += 1;
+    }
+    for &day in &days {
+        let marker =
+            serde_json::json!({"day": day.to_string(), "runId": record.run_id, "version": env!("CARGO_PKG_VERSION")});
+        store.put(&complete_marker(day), bytes::Bytes::from(marker.to_string())).map_err(RunError::Detect)?;
+    }
+    record.durations_ms.insert("detect", clock.elapsed().as_millis() as u64);
+    Ok((partial, days, written, findings))
+}
+
+/// The query API: windows over the run's days, each answer folded into a partial on rayon.
+fn scan_log_analytics(
+    request: &RunRequest,
+    la: &LogAnalyticsSettings,
+    side: &AzureSide,
+    options: ScanOptions,
+    record: &mut RunRecord,
+) -> Result<(Partial, ScanStats), RunError> {
+    let settings = Arc::new(request.settings.clone());
+    let (from, to) = request.window.ok_or_else(|| {
+        RunError::Monitor("a workspace source needs a window; `run` sets the nightly one unless --from/--to".into())
+    })?;
+    let options = ScanOptions { window: Some((from, to)), ..options };
+    let filter = HostFilter::new(&settings.reference_hosts, &settings.extra_hosts);
+    let text = QueryText::new(&la.table, settings.time_column.column(), la.pushdown, &settings, &filter);
+    let source = Arc::new(LogAnalytics::new(la.clone(), side.monitor()?.clone()));
+    tracing::info!(source = %la.describe(), from = %from, to = %to, pushdown = la.pushdown.as_str(), "Querying the workspace.");
+    let fold_settings = settings.clone();
+    let fold = Arc::new(move |batches: Vec<EventBatch>| {
+        let mut partial = Partial::default();
+        for b in &batches {
+            partial.add_weighted_batch(&fold_settings, &b.batch, b.events.as_deref());
+        }
+        partial
+    });
+    let scan = ScanRequest { start: from.start_micros(), end: to.next().start_micros(), text, options };
+    let (partial, stats, query) = side.block_on(source.scan(scan, fold, Partial::merge))?;
+    record.bytes = query.answer_bytes;
+    tracing::info!(
+        windows = query.windows,
+        splits = query.splits,
+        retries = query.retries,
+        rows = query.rows_returned,
+        "The workspace answered."
+    );
+    record.query = Some(query);
+    Ok((partial, stats))
+}
+
+/// Files, local or in a blob container: planned into units, scanned on rayon (blobs fetched
+/// ahead by tokio).
+fn scan_files(
+    request: &RunRequest,
+    azure: Option<&Azure>,
+    options: &ScanOptions,
+    record: &mut RunRecord,
+) -> Result<(Partial, ScanStats), RunError> {
+    let settings = &request.settings;
+    let (mut plan, reader) = match (&settings.source_blob, azure) {
+        (Some(source), Some(azure)) => {
+            let reader = BlobReader::new(azure.container(&source.location)?, source.layout, azure.identity.clone());
+            (reader.plan(request.window, options)?, Some(reader))
+        }
+        _ => (plan_local(&request.inputs, options)?, None),
+    };
     record.files = plan.files.len();
     record.files_skipped = plan.skipped_files.len();
     record.bytes = plan.bytes;
+    if plan.files.is_empty() {
+        tracing::warn!(source = %record.sources.join(", "), "The source has no input files for this run; the days of its window get empty tables.");
+    }
     for path in &plan.skipped_files {
         tracing::warn!(path = %path.display(), "Skipped a file that is not Parquet, JSON lines or CSV by its extension.");
     }
@@ -196,30 +522,47 @@ fn execute(request: &RunRequest, store: &Results, record: &mut RunRecord) -> Res
 
     let keep = settings.reject_samples;
     let bar = progress_bar(plan.units.iter().map(|u| u.weight()).sum(), request.progress);
-    let (partial, mut stats) = plan
-        .units
-        .par_iter()
-        .map(|unit| {
-            let mut partial = Partial::default();
-            let stats = unit.scan(&options, &mut |batch| partial.add_batch(settings, &batch))?;
-            bar.inc(unit.weight());
-            Ok::<_, SourceError>((partial, stats))
-        })
-        .try_reduce(|| (Partial::default(), ScanStats::default()), |a, b| Ok((a.0.merge(b.0), a.1.merge(b.1, keep))))?;
+    let scan = |unit: &Unit, fetched: Option<Fetched>| {
+        let mut partial = Partial::default();
+        let mut sink = |batch| partial.add_batch(settings, &batch);
+        let stats = match fetched {
+            None => unit.scan(options, &mut sink)?,
+            Some(fetched) => unit.scan_fetched(fetched, options, &mut sink)?,
+        };
+        bar.inc(unit.weight());
+        Ok::<_, SourceError>((partial, stats))
+    };
+    let empty = || (Partial::default(), ScanStats::default());
+    let merge = |a: (Partial, ScanStats), b: (Partial, ScanStats)| Ok((a.0.merge(b.0), a.1.merge(b.1, keep)));
+    let units = std::mem::take(&mut plan.units);
+    let (partial, mut stats) = match &reader {
+        None => units.par_iter().map(|unit| scan(unit, None)).try_reduce(empty, merge)?,
+        // tokio fetches ahead; rayon decodes what arrives, never more than a few units at once.
+        Some(reader) => reader
+            .fetch(units, options)
+            .par_bridge()
+            .map(|fetched| fetched.and_then(|(unit, bytes)| scan(&unit, Some(bytes))))
+            .try_reduce(empty, merge)?,
+    };
     bar.finish_and_clear();
-    tracing::debug!(
-        devices = partial.devices.len(),
-        activity = partial.activity.len(),
-        identities = partial.identities.len(),
-        processes = partial.processes.len(),
-        hosts = partial.hosts.len(),
-        "Aggregated."
-    );
+    if let Some(reader) = &reader {
+        tracing::info!(source = %reader.url(), bytes_listed = plan.bytes, bytes_fetched = reader.bytes_fetched(), "Read the blob source.");
+    }
     stats.row_groups_pruned += plan.row_groups_pruned;
     stats.rows_pruned += plan.rows_pruned;
-    record.durations_ms.insert("scan", clock.elapsed().as_millis() as u64);
+    Ok((partial, stats))
+}
 
-    let days: Vec<Day> = match request.window {
+/// Every table of every day, staged in the results store; the tables are returned for Sentinel.
+fn write(
+    request: &RunRequest,
+    store: &Results,
+    record: &mut RunRecord,
+    partial: Partial,
+    stats: ScanStats,
+) -> Result<Written, RunError> {
+    let settings = &request.settings;
+    let days: Vec<Day> = match record.window {
         Some((from, to)) => from.through(to).collect(),
         None => stats.rows_per_day.keys().copied().collect(),
     };
@@ -245,40 +588,50 @@ fn execute(request: &RunRequest, store: &Results, record: &mut RunRecord) -> Res
     record.stats = stats;
 
     let clock = Instant::now();
-    days.par_iter().try_for_each(|&day| -> Result<(), SinkError> {
-        store.write_day(&tables::daily(&partial, settings.match_mode, day), day)?;
-        store.write_day(&tables::hosts(&partial, settings, day), day)?;
-        store.write_day(&tables::processes(&partial, settings, day), day)?;
-        store.write_day_parquet(&tables::device_hosts(&partial, settings, day), day)
-    })?;
+    let written = days
+        .par_iter()
+        .map(|&day| -> Result<Vec<Table>, SinkError> {
+            let day_tables = vec![
+                tables::daily(&partial, settings.match_mode, day),
+                tables::hosts(&partial, settings, day),
+                tables::processes(&partial, settings, day),
+            ];
+            for table in &day_tables {
+                store.write_day(table, day)?;
+            }
+            // Only the detectors read it back: Parquet only, and not sent to Sentinel.
+            store.write_day_parquet(&tables::device_hosts(&partial, settings, day), day)?;
+            Ok(day_tables)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     record.durations_ms.insert("write", clock.elapsed().as_millis() as u64);
+    Ok((partial, days, written.into_iter().flatten().collect()))
+}
 
-    let clock = Instant::now();
-    let findings = if settings.detect.enabled {
-        detect_days(store, settings, &days, &record.run_id).map_err(RunError::Detect)?
-    } else {
-        Vec::new()
-    };
-    for finding in &findings {
-        *record.findings_by_severity.entry(finding.severity.as_str().to_string()).or_default() += 1;
-        *record.findings_by_type.entry(finding.finding_type.as_str().to_string()).or_default() += 1;
-    }
-    for &day in &days {
-        let marker =
-            serde_json::json!({"day": day.to_string(), "runId": record.run_id, "version": env!("CARGO_PKG_VERSION")});
-        store.store.put(&complete_marker(day), bytes::Bytes::from(marker.to_string())).map_err(SinkError::from)?;
-    }
-    record.durations_ms.insert("detect", clock.elapsed().as_millis() as u64);
-    Ok((partial, days, findings))
+/// The object that says a day is complete (its tables and findings committed).
+pub fn complete_marker(day: Day) -> String {
+    format!("_complete/day={day}.json")
+}
+
+/// The days `results` holds a completion marker for.
+pub fn complete_days(results: &Results) -> Result<BTreeSet<Day>, SinkError> {
+    let prefix = "_complete/day=";
+    Ok(results
+        .store
+        .list(prefix)?
+        .iter()
+        .filter_map(|path| path.strip_prefix(prefix)?.strip_suffix(".json").and_then(Day::parse))
+        .collect())
 }
 
 /// Runs the detectors on `days` in order, each against the stored days before it (the earlier
-/// days of this run included), and writes each day's findings.
+/// days of this run included), and writes each day's findings (also added to `written`).
 pub fn detect_days(
     results: &Results,
     settings: &Settings,
     days: &[Day],
     run_id: &str,
+    written: &mut Vec<Table>,
 ) -> Result<Vec<Finding>, SinkError> {
     let stored: BTreeSet<Day> = results.days(tables::DAILY)?.into_iter().collect();
     let mut history = History::new(settings.detect.history_days);
@@ -289,7 +642,7 @@ pub fn detect_days(
         history.prepare(results, &stored, day, settings)?;
         let Some(today) = DayData::load(results, day, settings, &mut history.names)? else { continue };
         let findings = detect::run_day(&Context::new(day, settings, &today, &history));
-        write_findings(results, day, &findings, run_id, settings.detect.max_listed_devices)?;
+        written.push(write_findings(results, day, &findings, run_id, settings.detect.max_listed_devices)?);
         if !findings.is_empty() {
             tracing::info!(%day, findings = findings.len(), "Findings.");
         }
@@ -308,7 +661,7 @@ fn write_findings(
     findings: &[Finding],
     run_id: &str,
     max_listed: usize,
-) -> Result<(), SinkError> {
+) -> Result<Table, SinkError> {
     const RUN_ID: usize = 2;
     let mut earlier: BTreeMap<String, (Vec<Cell>, String)> = BTreeMap::new();
     if let Some(table) = results.read_day(FINDINGS, FINDINGS_COLUMNS, day)? {
@@ -335,7 +688,32 @@ fn write_findings(
             }
         })
         .collect();
-    results.write_day(&tables::findings(findings, &run_ids, max_listed), day)
+    let table = tables::findings(findings, &run_ids, max_listed);
+    results.write_day(&table, day)?;
+    Ok(table)
+}
+
+/// Opens the results store the settings name (a container, else the folder `out`) and hands it
+/// to `read`, with the Azure runtime alive meanwhile. Used by `report` and `backfill`.
+pub fn with_results<T>(
+    settings: &Settings,
+    out: &std::path::Path,
+    read: impl FnOnce(&Results) -> Result<T, SinkError>,
+) -> Result<T, RunError> {
+    let azure = match &settings.results_blob {
+        Some(_) => Some(Azure::start(&settings.identity, &settings.transport)?),
+        None => None,
+    };
+    let request = RunRequest {
+        inputs: Vec::new(),
+        out: out.to_path_buf(),
+        window: None,
+        settings: settings.clone(),
+        progress: false,
+        credential: None,
+    };
+    let store = open_results(&request, azure.as_ref())?;
+    Ok(read(&Results::new(store))?)
 }
 
 /// What a backfill did.
@@ -345,6 +723,8 @@ pub struct BackfillOutcome {
     pub done: Vec<(Day, usize)>,
     /// Days skipped because an earlier run completed them.
     pub skipped: Vec<Day>,
+    /// Where the results are: a folder or a container URL.
+    pub results: String,
 }
 
 /// Builds history for `from..=to` one day at a time (memory stays at one day's aggregates),
@@ -358,8 +738,9 @@ pub fn backfill(
     force: bool,
     progress: bool,
 ) -> Result<BackfillOutcome, (RunError, RunRecord)> {
-    let store = Results::new(Arc::new(LocalDir::new(&template.out)));
-    let complete = complete_days(&store).map_err(|e| (RunError::Sink(e), RunRecord::default()))?;
+    let (complete, results) =
+        with_results(&template.settings, &template.out, |store| Ok((complete_days(store)?, store.store.location())))
+            .map_err(|e| (e, RunRecord::default()))?;
     let days: Vec<Day> = from.through(to).collect();
     let bar = if progress {
         let bar = ProgressBar::new(days.len() as u64);
@@ -374,7 +755,7 @@ pub fn backfill(
     } else {
         ProgressBar::hidden()
     };
-    let mut outcome = BackfillOutcome::default();
+    let mut outcome = BackfillOutcome { results, ..Default::default() };
     for (i, &day) in days.iter().enumerate() {
         bar.set_message(day.to_string());
         if complete.contains(&day) && !force {

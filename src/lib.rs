@@ -5,7 +5,9 @@
 //! batches, the hunt classifies hosts and aggregates exact distinct devices on rayon, the
 //! detectors compare each day with its history, sinks write the tables and the report.
 
+pub mod azure;
 pub mod baseline;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod detect;

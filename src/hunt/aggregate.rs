@@ -98,8 +98,8 @@ pub struct GroupAgg {
 }
 
 impl GroupAgg {
-    fn add(&mut self, device: u32) {
-        self.events += 1;
+    fn add(&mut self, device: u32, events: u64) {
+        self.events += events;
         self.devices.insert(device);
     }
 
@@ -374,6 +374,13 @@ impl Partial {
 
     /// Aggregates one canonical batch (see [`crate::schema::canonical`]).
     pub fn add_batch(&mut self, settings: &Settings, batch: &RecordBatch) {
+        self.add_weighted_batch(settings, batch, None);
+    }
+
+    /// Aggregates a canonical batch whose rows stand for `events[row]` events each (a source's
+    /// pre-aggregation); `None` is one event per row. Distinct devices do not depend on the
+    /// weights, so the tables are the same as from the rows the weights count.
+    pub fn add_weighted_batch(&mut self, settings: &Settings, batch: &RecordBatch, events: Option<&[u64]>) {
         let time = batch.column(col::TIME).as_primitive::<TimestampMicrosecondType>();
         let text = |i: usize| -> &StringArray { batch.column(i).as_string::<i32>() };
         let (device_id, device_name, action_type, remote_url) =
@@ -392,34 +399,35 @@ impl Partial {
         let mut identity = String::with_capacity(160);
 
         for row in 0..batch.num_rows() {
-            self.counts.rows_hunted += 1;
+            let weight = events.map_or(1, |e| e[row]);
+            self.counts.rows_hunted += weight;
             let class = settings.hosts.classify(get(remote_url, row));
             if !class.kql_reference && class.host.is_none() && class.lookalike.is_none() {
                 continue;
             }
             if scoped && !settings.scope.admits(get(machine_group, row), get(device_name, row)) {
-                self.counts.rows_out_of_scope += 1;
+                self.counts.rows_out_of_scope += weight;
                 continue;
             }
             let day = Day::of_micros(time.value(row));
             // Kusto strings are never null, so a missing DeviceId is the value "" for dcount.
             let device_text = get(device_id, row).unwrap_or("");
             if device_text.is_empty() {
-                self.counts.rows_without_device += 1;
+                self.counts.rows_without_device += weight;
             }
             let device = self.devices.intern(device_text);
             let action = get(action_type, row).unwrap_or("");
             if class.kql_reference {
-                self.counts.rows_reference_kql += 1;
-                entry(&mut self.daily_kql, || (day, action.into())).add(device);
+                self.counts.rows_reference_kql += weight;
+                entry(&mut self.daily_kql, || (day, action.into())).add(device, weight);
             }
             if class.normalized_reference {
-                self.counts.rows_reference_normalized += 1;
-                entry(&mut self.daily_normalized, || (day, action.into())).add(device);
+                self.counts.rows_reference_normalized += weight;
+                entry(&mut self.daily_normalized, || (day, action.into())).add(device, weight);
             }
             let evading = class.evades_reference_query();
             if evading {
-                self.counts.rows_evading += 1;
+                self.counts.rows_evading += weight;
             }
             let port = remote_port.is_valid(row).then(|| remote_port.value(row));
             let failed = action == "ConnectionFailed";
@@ -444,8 +452,8 @@ impl Partial {
                 );
                 let id = this.identities.intern(&identity);
                 let agg = this.activity.entry((day, device, id, port, spelled, excluded)).or_default();
-                agg.events += 1;
-                agg.failed += u64::from(failed);
+                agg.events += weight;
+                agg.failed += if failed { weight } else { 0 };
                 if let Some(name) = get(device_name, row) {
                     set_min_name(&mut this.device_names, device, name);
                 }
@@ -457,13 +465,13 @@ impl Partial {
                 }
                 continue;
             };
-            self.counts.rows_telemetry += 1;
+            self.counts.rows_telemetry += weight;
             let host_agg = entry(&mut self.hosts, || (day, host.as_ref().into(), action.into()));
-            host_agg.group.add(device);
+            host_agg.group.add(device, weight);
             if remote_port.is_valid(row) {
                 host_agg.ports.insert(remote_port.value(row));
             }
-            host_agg.evasion_events += u64::from(evading);
+            host_agg.evasion_events += if evading { weight } else { 0 };
             if failed {
                 entry(&mut self.failed, || (day, host.as_ref().into())).insert(device);
             }
@@ -477,7 +485,7 @@ impl Partial {
             .is_some();
             let excluded = if expected { None } else { first_exclusion(&settings.exclusions, &fields) };
             if let Some(rule) = excluded {
-                *self.counts.excluded_by_rule.entry(rule).or_default() += 1;
+                *self.counts.excluded_by_rule.entry(rule).or_default() += weight;
             }
             let spelled = if evading { spelling::of(get(remote_url, row).unwrap_or("")) } else { 0 };
             activity(&host, spelled, excluded, self);
@@ -490,7 +498,7 @@ impl Partial {
                 get(company, row).unwrap_or("").into(),
                 excluded,
             );
-            self.processes.entry(key).or_default().add(device);
+            self.processes.entry(key).or_default().add(device, weight);
         }
     }
 
@@ -505,7 +513,11 @@ impl Partial {
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
     use super::*;
+    use crate::config::Config;
+    use crate::source::canonical::{RowBuilder, RowValues};
 
     #[test]
     fn spellings_that_hide_a_host_from_the_reference_query_are_named() {
@@ -535,5 +547,84 @@ mod tests {
         // a value holding the separator cannot shift the fields
         activity_identity(&mut text, ["3:abc", "", "", "", ""], [false; IDENTITY_FIELDS]);
         assert_eq!(identity_fields(&text), ["3:abc", "", "", "", ""]);
+    }
+
+    /// Rows (device, action, url, port, process), and how often each occurs.
+    const ROWS: &[(&str, &str, &str, i32, &str, u64)] = &[
+        ("d1", "ConnectionSuccess", "winatp-gw-weu.microsoft.com", 443, "MsSense.exe", 3),
+        ("d2", "ConnectionSuccess", "winatp-gw-weu.microsoft.com", 443, "MsSense.exe", 1),
+        ("d1", "ConnectionFailed", "WINATP-GW-WEU.MICROSOFT.COM:443", 443, "powershell.exe", 2),
+        ("d3", "ConnectionSuccess", "eu-v20.events.data.microsoft.com", 80, "svchost.exe", 5),
+        ("", "ConnectionSuccess", "https://crl.microsoft.com/pki", 80, "CcmExec.exe", 4),
+    ];
+
+    fn batch(repeat: bool) -> (RecordBatch, Vec<u64>) {
+        let mut builder = RowBuilder::default();
+        let mut weights = Vec::new();
+        for &(device, action, url, port, process, n) in ROWS {
+            let mut row =
+                RowValues { time_micros: 1_700_000_000_000_000, remote_port: Some(port), ..Default::default() };
+            row.text[col::DEVICE_ID] = Some(Cow::Borrowed(device));
+            row.text[col::ACTION_TYPE] = Some(Cow::Borrowed(action));
+            row.text[col::REMOTE_URL] = Some(Cow::Borrowed(url));
+            row.text[col::PROCESS_FILE_NAME] = Some(Cow::Borrowed(process));
+            for _ in 0..if repeat { n } else { 1 } {
+                builder.push(&row);
+            }
+            weights.push(n);
+        }
+        (builder.finish(), weights)
+    }
+
+    fn sorted<K: Ord + Clone, V: Clone>(map: &FxHashMap<K, V>) -> Vec<(K, V)> {
+        let mut items: Vec<(K, V)> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        items
+    }
+
+    /// A pre-aggregated batch (one row per group, with its event count) gives the partial of
+    /// the rows it counts: same groups, devices, events and counts.
+    #[test]
+    fn weighted_rows_equal_the_rows_they_count() {
+        let settings = Config::default().validate().unwrap();
+        let (rows, _) = batch(true);
+        let (groups, weights) = batch(false);
+        let mut by_rows = Partial::default();
+        by_rows.add_batch(&settings, &rows);
+        let mut by_groups = Partial::default();
+        by_groups.add_weighted_batch(&settings, &groups, Some(&weights));
+
+        assert_eq!(by_rows.counts, by_groups.counts);
+        assert_eq!(by_rows.counts.rows_hunted, 15);
+        assert_eq!(by_rows.counts.rows_evading, 2);
+        let devices = |p: &Partial, set: &FxHashSet<u32>| {
+            let mut names: Vec<String> = set.iter().map(|&d| p.devices.name(d).to_string()).collect();
+            names.sort();
+            names
+        };
+        for mode in [crate::hunt::host::MatchMode::Kql, crate::hunt::host::MatchMode::Normalized] {
+            let (a, b) = (sorted(by_rows.daily(mode)), sorted(by_groups.daily(mode)));
+            assert_eq!(a.len(), b.len());
+            for ((ka, va), (kb, vb)) in a.iter().zip(&b) {
+                assert_eq!(ka, kb);
+                assert_eq!(va.events, vb.events);
+                assert_eq!(devices(&by_rows, &va.devices), devices(&by_groups, &vb.devices));
+            }
+        }
+        let (a, b) = (sorted(&by_rows.hosts), sorted(&by_groups.hosts));
+        assert_eq!(a.len(), 4);
+        for ((ka, va), (kb, vb)) in a.iter().zip(&b) {
+            assert_eq!(ka, kb);
+            assert_eq!(
+                (va.group.events, va.evasion_events, &va.ports),
+                (vb.group.events, vb.evasion_events, &vb.ports)
+            );
+            assert_eq!(devices(&by_rows, &va.group.devices), devices(&by_groups, &vb.group.devices));
+        }
+        let (a, b) = (sorted(&by_rows.processes), sorted(&by_groups.processes));
+        assert_eq!(
+            a.iter().map(|(k, v)| (k.clone(), v.events)).collect::<Vec<_>>(),
+            b.iter().map(|(k, v)| (k.clone(), v.events)).collect::<Vec<_>>()
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::store::{Store, StoreError};
+use super::store::{Store, StoreError, Tag};
 
 #[derive(Debug, Clone)]
 pub struct LocalDir {
@@ -46,9 +46,8 @@ impl LocalDir {
             if entry.file_type()?.is_dir() {
                 self.walk(&path, out)?;
             } else if let Ok(relative) = path.strip_prefix(&self.root) {
-                let name = entry.file_name();
-                // Temporary files of writes in progress are not objects yet.
-                if name.to_string_lossy().ends_with(".tmp") {
+                // Hidden names are this store's own: temporary files of writes in progress.
+                if entry.file_name().to_string_lossy().starts_with('.') {
                     continue;
                 }
                 let parts: Vec<String> =
@@ -57,6 +56,27 @@ impl LocalDir {
             }
         }
         Ok(())
+    }
+}
+
+/// A digest of an object's content: its version for [`Store::replace_if`]. Content is versioned
+/// rather than the file, because every writer here replaces whole files under new inodes.
+fn content_tag(bytes: &[u8]) -> Tag {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    Tag(format!("{:016x}-{}", hasher.finish(), bytes.len()))
+}
+
+/// Removes the empty folders an object lived in, up to (not including) the root, so a folder of
+/// staged objects disappears with its last object.
+fn remove_empty_parents(root: &Path, file: &Path) {
+    let mut dir = file.parent();
+    while let Some(current) = dir {
+        if current == root || !current.starts_with(root) || fs::remove_dir(current).is_err() {
+            break;
+        }
+        dir = current.parent();
     }
 }
 
@@ -133,9 +153,62 @@ impl Store for LocalDir {
     fn delete(&self, path: &str) -> Result<(), StoreError> {
         let file = self.file("delete", path)?;
         match fs::remove_file(&file) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                remove_empty_parents(&self.root, &file);
+                Ok(())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.error("delete", path, e.to_string())),
+        }
+    }
+
+    fn get_tagged(&self, path: &str) -> Result<Option<(Bytes, Tag)>, StoreError> {
+        Ok(self.get(path)?.map(|bytes| {
+            let tag = content_tag(&bytes);
+            (bytes, tag)
+        }))
+    }
+
+    fn replace_if(&self, path: &str, bytes: Bytes, tag: &Tag) -> Result<Option<Tag>, StoreError> {
+        let file = self.file("replace", path)?;
+        let fail = |e: std::io::Error| self.error("replace", path, e.to_string());
+        // Compare and swap under an exclusive OS lock on the object's folder, so two replacers
+        // never both see the old version; the OS drops the lock if the process dies. (A guard
+        // file would be an object of its own, and deleting one races with its next user.)
+        let folder = file.parent().unwrap_or(&self.root);
+        let guard = match fs::File::open(folder) {
+            Ok(guard) => guard,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(fail(e)),
+        };
+        guard.lock().map_err(fail)?;
+        let current = match fs::read(&file) {
+            Ok(current) => current,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(fail(e)),
+        };
+        if content_tag(&current) != *tag {
+            return Ok(None);
+        }
+        let new_tag = content_tag(&bytes);
+        self.put(path, bytes)?;
+        Ok(Some(new_tag))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<bool, StoreError> {
+        let source = self.file("move", from)?;
+        let target = self.file("move", to)?;
+        let fail = |e: std::io::Error| self.error("move", from, format!("to `{to}`: {e}"));
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(fail)?;
+        }
+        match fs::rename(&source, &target) {
+            Ok(()) => {
+                remove_empty_parents(&self.root, &source);
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(fail(e)),
         }
     }
 }
@@ -172,6 +245,30 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(leftovers, ["part-0.jsonl"]);
+    }
+
+    #[test]
+    fn conditional_replace_and_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDir::new(dir.path());
+        store.put("lock", Bytes::from_static(b"first")).unwrap();
+        let (bytes, tag) = store.get_tagged("lock").unwrap().unwrap();
+        assert_eq!(bytes, Bytes::from_static(b"first"));
+        // two replacers holding the same tag: the first wins, the second sees the change
+        let second = store.replace_if("lock", Bytes::from_static(b"second"), &tag).unwrap().unwrap();
+        assert_eq!(store.replace_if("lock", Bytes::from_static(b"third"), &tag).unwrap(), None);
+        assert_eq!(store.get_tagged("lock").unwrap().unwrap(), (Bytes::from_static(b"second"), second));
+        store.delete("lock").unwrap();
+        assert_eq!(store.replace_if("lock", Bytes::from_static(b"x"), &tag).unwrap(), None);
+        assert_eq!(store.get("lock").unwrap(), None);
+        assert_eq!(store.list("").unwrap(), Vec::<String>::new());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no guard or temporary file is left");
+
+        store.put("_staging/run/T/day=2026-11-01/part-0.jsonl", Bytes::from_static(b"a")).unwrap();
+        assert!(store.rename("_staging/run/T/day=2026-11-01/part-0.jsonl", "T/day=2026-11-01/part-0.jsonl").unwrap());
+        assert!(!store.rename("_staging/run/T/day=2026-11-01/part-0.jsonl", "T/x").unwrap());
+        assert_eq!(store.list("").unwrap(), ["T/day=2026-11-01/part-0.jsonl"]);
+        assert!(!dir.path().join("_staging").exists(), "emptied folders are removed");
     }
 
     #[test]

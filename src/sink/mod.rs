@@ -1,9 +1,15 @@
-//! Where results go: the results store (tables per UTC day, Parquet and JSON lines), the HTML
+//! Where results go: the results store (tables per UTC day, Parquet and JSON lines, on a local
+//! folder or a blob container, published by commit under a lock), their Sentinel schema, the HTML
 //! report and the terminal summary.
 
+pub mod blob;
+pub mod commit;
 pub mod local;
+pub mod lock;
 pub mod report;
 pub mod results;
+pub mod schema;
+pub mod sentinel;
 pub mod store;
 pub mod summary;
 pub mod table;

@@ -1,6 +1,9 @@
 //! The result tables in a [`Store`]: `<Table>/day=YYYY-MM-DD/part-0.{parquet,jsonl}`, each
 //! object written whole. Also reads the tables of earlier days back, which is what baselines are
 //! built from.
+//!
+//! A run's [`Results`] ([`Results::for_run`]) stages what it writes until the run commits
+//! ([`super::commit`]); reading always sees committed tables only.
 
 use std::sync::Arc;
 
@@ -20,6 +23,8 @@ pub const PART: &str = "part-0";
 #[derive(Debug, Clone)]
 pub struct Results {
     pub store: Arc<dyn Store>,
+    /// `_staging/<RunId>/` when writes are staged for a commit; `None` writes in place.
+    staging: Option<String>,
 }
 
 /// `<table>/day=YYYY-MM-DD/`
@@ -28,8 +33,15 @@ pub fn day_prefix(table: &str, day: Day) -> String {
 }
 
 impl Results {
+    /// Reads committed tables; writes in place (each object whole, days not grouped).
     pub fn new(store: Arc<dyn Store>) -> Results {
-        Results { store }
+        Results { store, staging: None }
+    }
+
+    /// The results of one run: every write is staged under the run's id and becomes visible
+    /// only when [`super::commit::commit`] publishes the run.
+    pub fn for_run(store: Arc<dyn Store>, run_id: &str) -> Results {
+        Results { store, staging: Some(super::commit::staging_prefix(run_id)) }
     }
 
     /// Writes one table for one day, as Parquet and JSON lines.
@@ -40,15 +52,20 @@ impl Results {
     /// Writes one table for one day as Parquet only: for tables that only this job reads back,
     /// whose JSON lines would be many times larger.
     pub fn write_day_parquet(&self, table: &Table, day: Day) -> Result<(), SinkError> {
-        self.store.put(&format!("{}{PART}.parquet", day_prefix(table.name, day)), encode_parquet(table)?)?;
-        Ok(())
+        self.put(&format!("{}{PART}.parquet", day_prefix(table.name, day)), encode_parquet(table)?)
+    }
+
+    /// Writes one object, staged like the tables.
+    pub fn put(&self, path: &str, bytes: Bytes) -> Result<(), SinkError> {
+        Ok(self.store.put(&format!("{}{path}", self.staging.as_deref().unwrap_or("")), bytes)?)
     }
 
     /// Writes a table as `<prefix><stem>.parquet` and `<prefix><stem>.jsonl`.
     pub fn write_at(&self, prefix: &str, stem: &str, table: &Table) -> Result<(), SinkError> {
         let parquet = encode_parquet(table)?;
-        self.store.put(&format!("{prefix}{stem}.parquet"), parquet)?;
-        self.store.put(&format!("{prefix}{stem}.jsonl"), Bytes::from(table.to_jsonl()))?;
+        let staging = self.staging.as_deref().unwrap_or("");
+        self.store.put(&format!("{staging}{prefix}{stem}.parquet"), parquet)?;
+        self.store.put(&format!("{staging}{prefix}{stem}.jsonl"), Bytes::from(table.to_jsonl()))?;
         Ok(())
     }
 
@@ -62,19 +79,47 @@ impl Results {
         day: Day,
     ) -> Result<Option<Table>, SinkError> {
         let path = format!("{}{PART}.parquet", day_prefix(name, day));
-        let Some(bytes) = self.store.get(&path)? else { return Ok(None) };
+        // This run's own writes first: the detectors read the earlier days of the same run.
+        let staged = match &self.staging {
+            Some(staging) => self.store.get(&format!("{staging}{path}"))?,
+            None => None,
+        };
+        let bytes = match staged {
+            Some(bytes) => bytes,
+            None => {
+                let pending = super::commit::pending(self.store.as_ref())?;
+                let Some(bytes) = super::commit::resolve(self.store.as_ref(), &pending, &path)? else {
+                    return Ok(None);
+                };
+                bytes
+            }
+        };
         decode_parquet(name, columns, bytes).map(Some).map_err(|message| SinkError::Decode { path, message })
     }
 
-    /// The days a table holds, sorted.
+    /// The days a table holds (committed, and staged by this run), sorted.
     pub fn days(&self, table: &str) -> Result<Vec<Day>, SinkError> {
         let prefix = format!("{table}/day=");
+        let pending = super::commit::pending(self.store.as_ref())?;
+        let staged: Vec<String> = match &self.staging {
+            Some(staging) => self
+                .store
+                .list(&format!("{staging}{prefix}"))?
+                .into_iter()
+                .filter_map(|path| path.strip_prefix(staging.as_str()).map(str::to_string))
+                .collect(),
+            None => Vec::new(),
+        };
         let mut days: Vec<Day> = self
             .store
             .list(&prefix)?
             .iter()
+            .chain(pending.iter().flat_map(|record| record.objects.iter()))
+            .chain(staged.iter())
+            .filter(|path| path.starts_with(&prefix))
             .filter_map(|path| path[prefix.len()..].split('/').next().and_then(Day::parse))
             .collect();
+        days.sort();
         days.dedup();
         Ok(days)
     }
@@ -145,6 +190,19 @@ mod tests {
         assert_eq!(results.read_day("T", COLUMNS, day.next()).unwrap(), None);
         assert_eq!(results.days("T").unwrap(), vec![day.prev(), day]);
         assert_eq!(results.days("Other").unwrap(), vec![]);
+
+        // a run's writes are invisible until it commits, then replace the day whole
+        let run = Results::for_run(results.store.clone(), "run-2");
+        let mut replaced = Table::new("T", COLUMNS);
+        replaced.push(vec![Cell::Null; COLUMNS.len()]);
+        run.write_day(&replaced, day).unwrap();
+        run.write_day(&replaced, day.next()).unwrap();
+        assert_eq!(results.read_day("T", COLUMNS, day).unwrap().unwrap(), table);
+        assert_eq!(results.days("T").unwrap(), vec![day.prev(), day]);
+        assert_eq!(crate::sink::commit::commit(results.store.as_ref(), "run-2", 0).unwrap(), 4);
+        assert_eq!(results.read_day("T", COLUMNS, day).unwrap().unwrap(), replaced);
+        assert_eq!(results.days("T").unwrap(), vec![day.prev(), day, day.next()]);
+        results.write_day(&table, day).unwrap();
 
         // a newer definition with one more column reads old files, the new column as nulls
         const WIDER: &[(&str, ColumnType)] = &[("Name", ColumnType::Text), ("New", ColumnType::Int)];

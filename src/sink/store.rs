@@ -16,6 +16,11 @@ pub struct StoreError {
     pub message: String,
 }
 
+/// A version of an object, for a conditional replace: the ETag on Blob Storage, a digest of the
+/// content on a local disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tag(pub String);
+
 /// Objects by path. Implementations must make `put` all-or-nothing: a reader sees the old
 /// bytes or the new ones, never a part.
 pub trait Store: Send + Sync + fmt::Debug {
@@ -36,4 +41,21 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Deletes an object; deleting a missing object is not an error.
     fn delete(&self, path: &str) -> Result<(), StoreError>;
+
+    /// The object's bytes and its version, or `None` when there is no such object.
+    fn get_tagged(&self, path: &str) -> Result<Option<(Bytes, Tag)>, StoreError>;
+
+    /// Replaces an object only if it is still at version `tag`, returning the new version;
+    /// `None` when it changed or disappeared since it was read. Of two callers holding the
+    /// same tag, exactly one succeeds.
+    fn replace_if(&self, path: &str, bytes: Bytes, tag: &Tag) -> Result<Option<Tag>, StoreError>;
+
+    /// Moves an object to a new path (replacing what is there); `false` when `from` does not
+    /// exist. A reader of `to` sees the old object or the moved one, never a part.
+    fn rename(&self, from: &str, to: &str) -> Result<bool, StoreError> {
+        let Some(bytes) = self.get(from)? else { return Ok(false) };
+        self.put(to, bytes)?;
+        self.delete(from)?;
+        Ok(true)
+    }
 }

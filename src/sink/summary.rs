@@ -25,7 +25,8 @@ fn thousands(n: u64) -> String {
     out
 }
 
-pub fn render(outcome: &RunOutcome, mode: MatchMode, out_dir: &str) -> String {
+/// `results` names the store: a folder or a container, as [`crate::sink::store::Store::location`] does.
+pub fn render(outcome: &RunOutcome, mode: MatchMode, results: &str) -> String {
     let record = &outcome.record;
     let stats = &record.stats;
     let mut s = String::new();
@@ -99,8 +100,9 @@ pub fn render(outcome: &RunOutcome, mode: MatchMode, out_dir: &str) -> String {
     findings(&mut s, outcome);
     let _ = writeln!(
         s,
-        "Results in {out_dir}/ (MdeTelemetryDaily, MdeTelemetryHosts, MdeTelemetryProcesses, MdeTelemetryDeviceHosts, \
-         MdeTelemetryFindings, MdeTelemetryRuns); report: {out_dir}/report.html"
+        "Results in {results} (MdeTelemetryDaily, MdeTelemetryHosts, MdeTelemetryProcesses, MdeTelemetryDeviceHosts, \
+         MdeTelemetryFindings, MdeTelemetryRuns); report: {}/report.html",
+        results.trim_end_matches('/')
     );
     s
 }

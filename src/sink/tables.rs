@@ -142,9 +142,63 @@ pub const RUNS_COLUMNS: &[(&str, T)] = &[
     ("Scope", T::Json),
     ("DurationsMs", T::Json),
     ("Version", T::Text),
+    // The Log Analytics query API source (null for files): windows answered, halvings, retried
+    // calls, rows (or pre-aggregated groups) returned.
+    ("QueryWindows", T::Int),
+    ("QuerySplits", T::Int),
+    ("QueryRetries", T::Int),
+    ("QueryRowsReturned", T::Int),
+    // Sentinel delivery (null without `[sentinel]`), counting the result tables' batches; the
+    // run row itself is sent after it is written. Earlier runs' outbox batches sent first are
+    // included, and counted again in SentinelOutboxResent.
+    ("SentinelBatches", T::Int),
+    ("SentinelRows", T::Int),
+    ("SentinelOutboxResent", T::Int),
+    ("SentinelBatchesFailed", T::Int),
+    ("SentinelRowsFailed", T::Int),
+    ("SentinelRowsUnsendable", T::Int),
+    ("SentinelOutboxLeft", T::Int),
+    ("SentinelErrors", T::Json),
+    // The detectors: findings of the run's days, in all, by severity and by type.
     ("Findings", T::Int),
     ("FindingsBySeverity", T::Json),
     ("FindingsByType", T::Json),
+];
+
+/// A result table as the results store and Sentinel know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableDef {
+    pub name: &'static str,
+    pub columns: &'static [(&'static str, T)],
+    /// The columns that identify a row (the table's grain). A re-run re-sends rows with the same
+    /// key, so readers keep the newest row per key.
+    pub key: &'static [&'static str],
+}
+
+/// The definition of a result table by name.
+pub fn table_def(name: &str) -> Option<&'static TableDef> {
+    TABLES.iter().find(|t| t.name == name)
+}
+
+/// Every result table. The results store, the Sentinel custom tables, the DCR streams and the
+/// `schema` command all follow this list: a table added here is deployed and sent everywhere.
+pub const TABLES: &[TableDef] = &[
+    TableDef { name: DAILY, columns: DAILY_COLUMNS, key: &["Day", "ActionType"] },
+    TableDef { name: HOSTS, columns: HOSTS_COLUMNS, key: &["Day", "RemoteHost", "ActionType"] },
+    TableDef {
+        name: PROCESSES,
+        columns: PROCESSES_COLUMNS,
+        key: &[
+            "Day",
+            "RemoteHost",
+            "InitiatingProcessFileName",
+            "InitiatingProcessFolderPath",
+            "InitiatingProcessVersionInfoCompanyName",
+            "ExpectedBy",
+        ],
+    },
+    TableDef { name: FINDINGS, columns: FINDINGS_COLUMNS, key: &["FindingId"] },
+    TableDef { name: RUNS, columns: RUNS_COLUMNS, key: &["RunId"] },
 ];
 
 /// The reference table for one day: (ActionType → distinct devices, events).
@@ -299,6 +353,8 @@ pub struct RunRecord {
     pub excluded_by_rule: BTreeMap<String, u64>,
     pub scope: serde_json::Value,
     pub durations_ms: BTreeMap<&'static str, u64>,
+    pub query: Option<crate::source::log_analytics::QueryStats>,
+    pub delivery: Option<crate::sink::sentinel::Delivery>,
     /// Findings of the run's days, by severity and by type.
     pub findings_by_severity: BTreeMap<String, u64>,
     pub findings_by_type: BTreeMap<String, u64>,
@@ -353,10 +409,51 @@ impl RunRecord {
             Cell::Json(self.scope.clone()),
             Cell::Json(json!(self.durations_ms)),
             Cell::from(env!("CARGO_PKG_VERSION")),
-            Cell::from(self.findings_by_type.values().sum::<u64>()),
-            Cell::Json(json!(self.findings_by_severity)),
-            Cell::Json(json!(self.findings_by_type)),
         ]);
+        let row = table.rows.last_mut().expect("the row just pushed");
+        let q = self.query.as_ref();
+        for value in [q.map(|q| q.windows), q.map(|q| q.splits), q.map(|q| q.retries), q.map(|q| q.rows_returned)] {
+            row.push(value.map_or(Cell::Null, Cell::from));
+        }
+        let d = self.delivery.as_ref();
+        for value in [
+            d.map(|d| d.batches),
+            d.map(|d| d.rows),
+            d.map(|d| d.resent_batches),
+            d.map(|d| d.failed_batches + d.unrecorded_batches),
+            d.map(|d| d.failed_rows),
+            d.map(|d| d.unsendable_rows),
+            d.map(|d| d.outbox_left),
+        ] {
+            row.push(value.map_or(Cell::Null, Cell::from));
+        }
+        row.push(d.map_or(Cell::Null, |d| Cell::Json(json!(d.errors))));
+        row.push(Cell::from(self.findings_by_type.values().sum::<u64>()));
+        row.push(Cell::Json(json!(self.findings_by_severity)));
+        row.push(Cell::Json(json!(self.findings_by_type)));
         table
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_is_listed_once_and_keyed_by_its_own_columns() {
+        let mut names: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names, [DAILY, FINDINGS, HOSTS, PROCESSES, RUNS]);
+        for table in TABLES {
+            assert!(!table.key.is_empty(), "{}", table.name);
+            for key in table.key {
+                assert!(
+                    table.columns.iter().any(|(name, _)| name == key),
+                    "{}: key `{key}` is not a column",
+                    table.name
+                );
+            }
+        }
     }
 }

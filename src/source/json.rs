@@ -21,8 +21,11 @@ use crate::time::{parse_timestamp_micros, Day};
 
 #[derive(Debug, Clone)]
 pub struct JsonUnit {
+    /// The file, or the blob's URL.
     pub path: PathBuf,
     pub bytes: u64,
+    /// The blob the unit reads; `None` for the local file at `path`.
+    pub object: Option<super::ObjectRef>,
 }
 
 /// The keys the job reads; everything else on the line is skipped unparsed.
@@ -221,9 +224,20 @@ fn snippet(text: &str) -> String {
 }
 
 impl JsonUnit {
+    /// Scans the unit's local file.
     pub fn scan(&self, options: &ScanOptions, sink: &mut dyn FnMut(RecordBatch)) -> Result<ScanStats, SourceError> {
+        self.scan_reader(open_maybe_gzip(&self.path)?, options, sink)
+    }
+
+    /// Scans the unit's lines from `reader` (a local file or a blob's stream, gzip already
+    /// undone).
+    pub fn scan_reader(
+        &self,
+        mut reader: Box<dyn BufRead + Send>,
+        options: &ScanOptions,
+        sink: &mut dyn FnMut(RecordBatch),
+    ) -> Result<ScanStats, SourceError> {
         let io = |source| SourceError::Io { path: self.path.clone(), source };
-        let mut reader = open_maybe_gzip(&self.path)?;
         let mut scan =
             Scan { options, stats: ScanStats::default(), builder: RowBuilder::default(), sink, path: &self.path };
         let mut line = Vec::new();

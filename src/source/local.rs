@@ -38,9 +38,14 @@ pub enum Format {
 /// Opens a file, decompressing it when it starts with the gzip magic bytes.
 pub fn open_maybe_gzip(path: &Path) -> Result<Box<dyn BufRead + Send>, SourceError> {
     let io = |source| SourceError::Io { path: path.to_path_buf(), source };
-    let mut file = BufReader::with_capacity(1 << 20, File::open(path).map_err(io)?);
-    let gz = file.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
-    Ok(if gz { Box::new(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(file))) } else { Box::new(file) })
+    maybe_gunzip(File::open(path).map_err(io)?).map_err(io)
+}
+
+/// Buffers a byte stream, decompressing it when it starts with the gzip magic bytes.
+pub fn maybe_gunzip(input: impl Read + Send + 'static) -> std::io::Result<Box<dyn BufRead + Send>> {
+    let mut input = BufReader::with_capacity(1 << 20, input);
+    let gz = input.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    Ok(if gz { Box::new(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(input))) } else { Box::new(input) })
 }
 
 /// Recognises a file by content: `PAR1` is Parquet; after optional gzip, a first non-blank byte
@@ -143,7 +148,7 @@ pub fn plan_local(inputs: &[PathBuf], options: &ScanOptions) -> Result<Plan, Sou
                 }
                 plan.units.extend(planned.units.into_iter().map(Unit::Parquet));
             }
-            Format::Json => plan.units.push(Unit::Json(JsonUnit { path: path.clone(), bytes })),
+            Format::Json => plan.units.push(Unit::Json(JsonUnit { path: path.clone(), bytes, object: None })),
             Format::Csv => plan.units.push(Unit::Csv(CsvUnit { path: path.clone(), bytes })),
         }
         plan.files.push(path);

@@ -5,10 +5,12 @@
 //! the pipeline scans in parallel. Sources push the host test down ([`ScanOptions::matcher`]),
 //! so columns other than the time and RemoteUrl are decoded only for rows that can matter.
 
+pub mod blob;
 pub mod canonical;
 pub mod csv;
 pub mod json;
 pub mod local;
+pub mod log_analytics;
 pub mod parquet;
 
 use std::collections::BTreeMap;
@@ -22,6 +24,13 @@ use crate::hunt::host::HostMatcher;
 use crate::time::Day;
 
 pub use local::{plan_local, Plan};
+
+/// A blob a unit reads: its path in the container and its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRef {
+    pub location: object_store::path::Path,
+    pub size: u64,
+}
 
 /// What every scan needs to know.
 #[derive(Debug, Clone)]
@@ -161,6 +170,8 @@ pub enum SourceError {
     NoTimeColumn { path: PathBuf, wanted: &'static str, fallback: &'static str },
     #[error("input `{path}` does not exist; pass an existing file or folder to `--input`")]
     Missing { path: PathBuf },
+    #[error("cannot read `{url}`: {message}")]
+    Blob { url: String, message: String },
 }
 
 /// One piece of scanning work.

@@ -34,7 +34,10 @@ const BATCH_SIZE: usize = 8192;
 /// A range of row groups of one file, with the file's metadata parsed once at planning.
 #[derive(Debug, Clone)]
 pub struct ParquetUnit {
+    /// The file, or the blob's URL.
     pub path: PathBuf,
+    /// The blob the unit reads; `None` for the local file at `path`.
+    pub object: Option<super::ObjectRef>,
     pub row_groups: Vec<usize>,
     pub rows: u64,
     metadata: ArrowReaderMetadata,
@@ -57,6 +60,16 @@ fn parquet_error(path: &Path, e: impl std::fmt::Display) -> SourceError {
 pub fn plan_file(path: &Path, options: &ScanOptions) -> Result<PlannedFile, SourceError> {
     let file = File::open(path).map_err(|source| SourceError::Io { path: path.to_path_buf(), source })?;
     let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| parquet_error(path, e))?;
+    plan_metadata(path, None, metadata, options)
+}
+
+/// Plans a file from its footer (read locally or fetched from a blob).
+pub fn plan_metadata(
+    path: &Path,
+    object: Option<super::ObjectRef>,
+    metadata: ArrowReaderMetadata,
+    options: &ScanOptions,
+) -> Result<PlannedFile, SourceError> {
     let metadata = with_string_views(metadata).map_err(|e| parquet_error(path, e))?;
     let arrow_schema = metadata.schema().clone();
     let has = |name: &str| arrow_schema.fields().iter().any(|f| f.name() == name);
@@ -109,6 +122,7 @@ pub fn plan_file(path: &Path, options: &ScanOptions) -> Result<PlannedFile, Sour
         }
         units.push(ParquetUnit {
             path: path.to_path_buf(),
+            object: object.clone(),
             row_groups: vec![i],
             rows,
             metadata: metadata.clone(),
@@ -210,13 +224,20 @@ impl UrlReader {
 
 /// The column chunks one unit reads, fetched with one positioned read each and then served
 /// from memory: the parquet reader otherwise reopens and seeks the file for every page.
-struct ColumnChunks {
+pub struct ColumnChunks {
     file_length: u64,
     /// (file offset, bytes), sorted by offset.
     chunks: Vec<(u64, Bytes)>,
 }
 
 impl ColumnChunks {
+    /// Chunks fetched elsewhere (a blob): (file offset, bytes) each; one may hold several
+    /// adjacent column chunks.
+    pub fn from_fetched(file_length: u64, mut chunks: Vec<(u64, Bytes)>) -> ColumnChunks {
+        chunks.sort_by_key(|(start, _)| *start);
+        ColumnChunks { file_length, chunks }
+    }
+
     fn read(path: &Path, file: &File, ranges: Vec<(u64, u64)>) -> Result<ColumnChunks, SourceError> {
         use std::io::{Read, Seek, SeekFrom};
         let io = |source| SourceError::Io { path: path.to_path_buf(), source };
@@ -319,12 +340,15 @@ impl Carried {
     }
 }
 
+/// The root columns a scan reads: the filter's (time, RemoteUrl) and the output's.
+struct Projection {
+    filter_columns: Vec<usize>,
+    output_columns: Vec<usize>,
+}
+
 impl ParquetUnit {
-    pub fn scan(&self, options: &ScanOptions, sink: &mut dyn FnMut(RecordBatch)) -> Result<ScanStats, SourceError> {
-        let path = &self.path;
-        let file = File::open(path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
-        let arrow_schema = self.metadata.schema().clone();
-        let schema_descr = self.metadata.metadata().file_metadata().schema_descr_ptr();
+    fn projection(&self, options: &ScanOptions) -> Projection {
+        let arrow_schema = self.metadata.schema();
         let index = |name: &str| arrow_schema.fields().iter().position(|f| f.name() == name);
         let time_index = index(&self.time_name).expect("planning found the time column");
         let url_index = index(schema::REMOTE_URL);
@@ -337,8 +361,15 @@ impl ParquetUnit {
             output_columns.push(time_index);
         }
         output_columns.sort_unstable();
+        Projection { filter_columns, output_columns }
+    }
 
+    /// The (offset, length) of every column chunk a scan of this unit reads, and nothing else:
+    /// what a fetch of the unit must bring into memory.
+    pub fn chunk_ranges(&self, options: &ScanOptions) -> Vec<(u64, u64)> {
+        let Projection { filter_columns, output_columns } = self.projection(options);
         let parquet_meta = self.metadata.metadata();
+        let schema_descr = parquet_meta.file_metadata().schema_descr();
         let mut ranges = Vec::new();
         for &group in &self.row_groups {
             let row_group = parquet_meta.row_group(group);
@@ -349,7 +380,28 @@ impl ParquetUnit {
                 }
             }
         }
-        let chunks = ColumnChunks::read(path, &file, ranges)?;
+        ranges
+    }
+
+    /// Scans the unit's local file.
+    pub fn scan(&self, options: &ScanOptions, sink: &mut dyn FnMut(RecordBatch)) -> Result<ScanStats, SourceError> {
+        let path = &self.path;
+        let file = File::open(path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
+        let chunks = ColumnChunks::read(path, &file, self.chunk_ranges(options))?;
+        self.scan_chunks(chunks, options, sink)
+    }
+
+    /// Scans the unit from its column chunks in memory (read from a local file or fetched from
+    /// a blob; see [`ParquetUnit::chunk_ranges`]).
+    pub fn scan_chunks(
+        &self,
+        chunks: ColumnChunks,
+        options: &ScanOptions,
+        sink: &mut dyn FnMut(RecordBatch),
+    ) -> Result<ScanStats, SourceError> {
+        let path = &self.path;
+        let schema_descr = self.metadata.metadata().file_metadata().schema_descr_ptr();
+        let Projection { filter_columns, output_columns } = self.projection(options);
 
         let stats =
             Arc::new(Mutex::new(ScanStats { row_groups_read: self.row_groups.len() as u64, ..Default::default() }));

@@ -21,9 +21,15 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn help_explains_every_command_with_examples() {
     let cwd = tempfile::tempdir().unwrap();
-    for args in
-        [&["--help"][..], &["run", "--help"], &["sample", "--help"], &["backfill", "--help"], &["report", "--help"]]
-    {
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["sample", "--help"],
+        &["backfill", "--help"],
+        &["report", "--help"],
+        &["schema", "--help"],
+        &["check", "--help"],
+    ] {
         let out = hunt(args, cwd.path());
         assert!(out.status.success(), "{args:?}");
         let help = text(&out.stdout);
@@ -69,6 +75,15 @@ fn an_unreadable_input_exits_1_naming_the_file() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("events.parquet") && err.contains("empty"), "{err}");
+    // the failed run released its lock and committed only its run record
+    let mut left: Vec<String> = std::fs::read_dir(cwd.path().join("results"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["MdeTelemetryRuns"]);
+    let record = crate::support::run_record(&cwd.path().join("results"));
+    assert_eq!((record["Status"].as_str(), record["FailedStage"].as_str()), (Some("failed"), Some("read")));
 }
 
 #[test]
@@ -92,6 +107,10 @@ fn a_rerun_replaces_the_days_and_leaves_no_temporary_files() {
     assert_eq!(table_files(&cwd.path().join("results")), before);
     let runs = std::fs::read_dir(cwd.path().join("results/MdeTelemetryRuns")).unwrap().count();
     assert!(runs >= 1);
+    // the lock and the commit protocol leave nothing in the folder
+    for gone in ["_lock.json", "_staging", "_commits"] {
+        assert!(!cwd.path().join("results").join(gone).exists(), "{gone}");
+    }
     let mut leftovers = Vec::new();
     let mut stack = vec![cwd.path().join("results")];
     while let Some(dir) = stack.pop() {

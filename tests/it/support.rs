@@ -22,6 +22,7 @@ pub fn request(inputs: &[&Path], out: &Path, mode: MatchMode) -> RunRequest {
         window: None,
         settings: config.validate().expect("default config is valid"),
         progress: false,
+        credential: None,
     }
 }
 
