@@ -56,6 +56,8 @@ pub fn run_checks(settings: &Settings, inputs: &[PathBuf], out: &Path) -> Vec<Pr
         (Some(source), None) => {
             probes.push(Probe::new("source", source.location.url(), Err("not probed: no identity".into())))
         }
+        // The workspace is the source: its probe is among the monitor lines below.
+        (None, _) if settings.log_analytics.is_some() => {}
         (None, _) => probes.push(probe_local_inputs(inputs)),
     }
     match (&settings.results_blob, &azure) {

@@ -84,13 +84,17 @@ fn daily_table() -> Table {
     table
 }
 
-/// The rows Sentinel must get for `table`: its JSON lines with EventTime and RunId.
+/// The rows Sentinel must get for `table`: its JSON lines with EventTime (the send time, `NOW`),
+/// RunId, and Day as a datetime.
 fn expected(table: &Table) -> Vec<Map<String, Value>> {
     table
         .to_json_rows()
         .into_iter()
         .map(|mut row| {
-            row.insert("EventTime".into(), Value::from("2026-11-02T00:00:00.000000Z"));
+            row.insert("EventTime".into(), Value::from("2026-11-03T10:00:00.000000Z"));
+            if let Some(Value::String(day)) = row.get_mut("Day") {
+                day.push_str("T00:00:00Z");
+            }
             row.entry("RunId".to_string()).or_insert(Value::from(RUN));
             row
         })

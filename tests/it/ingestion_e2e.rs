@@ -129,8 +129,10 @@ fn as_sent(
     started: &str,
     finished: &str,
 ) -> Map<String, Value> {
-    if let Some(Value::String(day)) = row.get_mut("Day") {
-        day.push_str("T00:00:00Z");
+    for column in ["Day", "WindowFrom", "WindowTo"] {
+        if let Some(Value::String(day)) = row.get_mut(column) {
+            day.push_str("T00:00:00Z");
+        }
     }
     let event_time = sent["EventTime"].as_str().expect("EventTime is a string");
     assert!(
@@ -326,7 +328,10 @@ fn check_probes_the_workspace_and_every_stream_and_says_what_to_fix() {
     let out = world.hunt(&["check", "--config", "hunt.toml"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok")).count(), 7, "{stdout}");
+    // the local results folder (list, probe object, lock), the workspace, the five streams; no
+    // local input, since the workspace is the source
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok")).count(), 9, "{stdout}");
+    assert!(!stdout.contains("fixtures/sample"), "{stdout}");
     assert!(stdout.contains("`print 1` answered 1") && stdout.contains("Custom-MdeTelemetryRuns_CL"), "{stdout}");
 
     world.ingestion.state.lock().unwrap().forbidden = true;
@@ -337,7 +342,7 @@ fn check_probes_the_workspace_and_every_stream_and_says_what_to_fix() {
     assert_eq!(stdout.lines().filter(|l| l.starts_with("FAIL")).count(), 6, "{stdout}");
     assert!(stdout.contains(&format!("grant Monitoring Metrics Publisher on the DCR {DCR}")), "{stdout}");
     assert!(stdout.contains("Log Analytics Reader"), "{stdout}");
-    assert!(text(&out.stderr).contains("6 of 6 probe(s) failed"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("6 of the checks failed"), "{}", text(&out.stderr));
 
     std::fs::write(world.cwd.path().join("bad.toml"), "[sentinel]\ndcr_immutable_id = \"dcr-1\"\n").unwrap();
     let out = world.hunt(&["check", "--config", "bad.toml"]);
