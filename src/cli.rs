@@ -387,9 +387,16 @@ pub fn execute(cli: &Cli) -> Result<(), CliError> {
                     println!("Wrote {}", report_location(&location));
                     Ok(())
                 }
-                Err(location) => Err(CliError::Usage(format!(
-                    "`{location}` holds no result tables; run `telemetry-hunt run` with the same results store first"
-                ))),
+                Err(location) => Err(CliError::Usage(match &settings.results_blob {
+                    Some(_) => format!(
+                        "{location} holds no result tables; run `telemetry-hunt run` with the same configuration first"
+                    ),
+                    None => format!(
+                        "`{}` holds no result tables; run `telemetry-hunt run --out {}` first",
+                        out.display(),
+                        out.display()
+                    ),
+                })),
             }
         }
         Command::Check(args) => {
