@@ -7,6 +7,7 @@ mod azurite_nightly;
 mod azurite_ranges;
 mod azurite_support;
 mod cli;
+mod detect;
 mod formats;
 mod infra;
 mod ingestion;
