@@ -31,8 +31,9 @@ pub mod env_vars {
     long_about = "Hunts Defender DeviceNetworkEvents for connections to Defender for Endpoint's own telemetry hosts.\n\n\
 It reproduces Microsoft's \"Defender for Endpoint Telemetry\" hunting query exactly (distinct devices per \
 ActionType per UTC day, counted exactly rather than estimated), catches the spellings that hide a host from \
-that query, and writes per-day tables as Parquet and JSON lines.",
-    after_help = "Examples:\n  telemetry-hunt run                                   # the bundled sample, results in ./out\n  telemetry-hunt run --input exports/ --from 2026-11-01 --to 2026-11-30\n  telemetry-hunt run --config container.toml           # nightly: blob source, results in a container\n  telemetry-hunt check --config container.toml         # probe every configured endpoint\n  telemetry-hunt sample --out data/ --rows 1000000 --days 7\n\nExit codes: 0 ok, 1 the run (or a check) failed (nothing half-written), 2 usage or configuration error."
+that query, compares each day with the 30 before it (series anomalies, unexpected processes, new \
+combinations, look-alike hosts, unusual ports, silent devices), and writes per-day tables, findings and an HTML report.",
+    after_help = "Examples:\n  telemetry-hunt run                                   # the bundled sample, results and report.html in ./out\n  telemetry-hunt run --input exports/ --from 2026-11-01 --to 2026-11-30\n  telemetry-hunt run --config container.toml           # nightly: blob source, results in a container\n  telemetry-hunt check --config container.toml         # probe every configured endpoint\n  telemetry-hunt backfill --input exports/ --from 2026-10-01 --to 2026-11-30\n  telemetry-hunt report --out out/\n  telemetry-hunt sample --out data/ --rows 1000000 --days 7\n\nExit codes: 0 ok, 1 the run (or a check) failed (nothing half-written), 2 usage or configuration error."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -69,7 +70,7 @@ pub enum LogFormat {
 pub enum Command {
     /// Hunt over DeviceNetworkEvents and write the per-day result tables.
     #[command(
-        after_help = "Examples:\n  telemetry-hunt run\n      the bundled sample (fixtures/sample), results in ./out\n  telemetry-hunt run --input exports/ --input extra.jsonl.gz --out results/\n  telemetry-hunt run --input events.parquet --from 2026-11-01 --to 2026-11-07 --match-mode normalized\n  telemetry-hunt run --config container.toml\n      nightly: a blob source ([source.blob]) without --from/--to hunts yesterday (UTC) and\n      source.reprocess_days days before it; the same with a workspace ([source.log_analytics])\n\nInputs: Parquet (any common writer), JSON lines (Defender streaming export, Log Analytics export, plain or .gz),\nDefender portal CSV exports. Folders are searched recursively. Or a blob container ([source.blob]).\n\nOutput: <out>/<Table>/day=YYYY-MM-DD/part-0.{parquet,jsonl} for MdeTelemetryDaily, MdeTelemetryHosts and\nMdeTelemetryProcesses, and one run record per run in <out>/MdeTelemetryRuns/, in a folder or a blob container\n([output.blob]). A run takes the store's lock (a second run is refused, exit 1) and commits all its days at\nonce; re-running a day replaces it. With [sentinel], the committed tables then go to Sentinel custom tables;\nwhat Sentinel does not acknowledge waits in the store's _outbox/ and is sent first by the next run (the run\nexits 1 meanwhile)."
+        after_help = "Examples:\n  telemetry-hunt run\n      the bundled sample (fixtures/sample), results in ./out\n  telemetry-hunt run --input exports/ --input extra.jsonl.gz --out results/\n  telemetry-hunt run --input events.parquet --from 2026-11-01 --to 2026-11-07 --match-mode normalized\n  telemetry-hunt run --config container.toml\n      nightly: a blob source ([source.blob]) without --from/--to hunts yesterday (UTC) and\n      source.reprocess_days days before it; the same with a workspace ([source.log_analytics])\n\nInputs: Parquet (any common writer), JSON lines (Defender streaming export, Log Analytics export, plain or .gz),\nDefender portal CSV exports. Folders are searched recursively. Or a blob container ([source.blob]).\n\nOutput: <out>/<Table>/day=YYYY-MM-DD/part-0.{parquet,jsonl} for MdeTelemetryDaily, MdeTelemetryHosts,\nMdeTelemetryProcesses, MdeTelemetryDeviceHosts and MdeTelemetryFindings, one run record per run in\n<out>/MdeTelemetryRuns/, and <out>/report.html, in a folder or a blob container ([output.blob]). A run takes the\nstore's lock (a second run is refused, exit 1) and commits all its days at once; re-running a day replaces it, and\nits findings come out the same. The detectors read the 30 days before each day from the store (earlier runs or\nbackfill), never the raw input again. With [sentinel], the committed tables then go to Sentinel custom tables;\nwhat Sentinel does not acknowledge waits in the store's _outbox/ and is sent first by the next run (the run\nexits 1 meanwhile)."
     )]
     Run(RunArgs),
     /// Validate the configuration and probe every endpoint it names: a token from the identity,
@@ -85,6 +86,16 @@ pub enum Command {
         after_help = "Examples:\n  telemetry-hunt sample --out data/\n  telemetry-hunt sample --out big/ --rows 5000000 --days 30 --devices 20000\n  telemetry-hunt sample --out json/ --format jsonl --seed 7\n\nOne file per UTC day, DeviceNetworkEvents_YYYY-MM-DD.{parquet,jsonl}. The same options give the same bytes."
     )]
     Sample(SampleArgs),
+    /// Build history day by day over a range of days: hunt, detect, write; resumable.
+    #[command(
+        after_help = "Examples:\n  telemetry-hunt backfill --from 2026-10-01 --to 2026-11-30 --input exports/\n      hunt 61 days one at a time; run it again after an interruption and it goes on where it stopped\n  telemetry-hunt backfill --from 2026-11-20 --to 2026-11-20 --input exports/ --force\n      hunt a completed day again (new input, new configuration)\n\nEach day is a run of its own (one run record per day) over the input rows of that day, so memory stays at\none day's aggregates. A day is complete once its tables and findings are written: the store then holds\n<out>/_complete/day=YYYY-MM-DD.json, and later backfills skip that day. A progress bar shows on a terminal,\none log line per day otherwise."
+    )]
+    Backfill(BackfillArgs),
+    /// Draw report.html again from the results store (no input is read).
+    #[command(
+        after_help = "Examples:\n  telemetry-hunt report --out out/\n      writes out/report.html: the last 30 days of connections per ActionType, the findings, hosts,\n      processes and the latest run, from the tables in out/\n\nThe page is one self-contained file (no scripts, fonts or network), safe to mail or attach."
+    )]
+    Report(ReportArgs),
     /// Print the effective configuration as TOML: the defaults, merged with `--config`.
     #[command(
         after_help = "Examples:\n  telemetry-hunt config > telemetry-hunt.toml     # every default, ready to edit\n  telemetry-hunt config --config mine.toml       # check a file and see what it resolves to"
@@ -143,6 +154,26 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BackfillArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Hunt days that are already complete again.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Results folder to draw the report from (and write report.html into). Default: the
+    /// configuration's `output.dir`, else `out`.
+    #[arg(long, env = env_vars::OUT)]
+    pub out: Option<PathBuf>,
+    /// TOML configuration file (for the report's settings, e.g. `detect.max_listed_devices`).
+    #[arg(long, env = env_vars::CONFIG)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct SampleArgs {
     /// Folder to write into (created if missing).
     #[arg(long)]
@@ -187,6 +218,8 @@ pub enum CliError {
     Run(#[from] RunError),
     #[error(transparent)]
     Sample(#[from] sample::SampleError),
+    #[error("cannot draw the report: {0}")]
+    Report(#[from] crate::sink::SinkError),
     #[error("{0} of the checks failed; fix what each FAIL line says and run `telemetry-hunt check` again")]
     Check(usize),
 }
@@ -195,9 +228,14 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) | CliError::Config(_) => 2,
-            CliError::Run(_) | CliError::Sample(_) | CliError::Check(_) => 1,
+            CliError::Run(_) | CliError::Sample(_) | CliError::Report(_) | CliError::Check(_) => 1,
         }
     }
+}
+
+/// Where `report.html` is in a results store named by its location.
+fn report_location(results: &str) -> String {
+    format!("{}/{}", results.trim_end_matches('/'), crate::sink::report::REPORT)
 }
 
 /// The bundled sample: `fixtures/sample` under the working folder, else under the source tree
@@ -306,6 +344,59 @@ pub fn execute(cli: &Cli) -> Result<(), CliError> {
                     tracing::error!(run_id = %record.run_id, stage = record.failed_stage.as_deref().unwrap_or(""), "Run failed.");
                     Err(error.into())
                 }
+            }
+        }
+        Command::Backfill(args) => {
+            let (Some(from), Some(to)) = (args.run.from, args.run.to) else {
+                return Err(CliError::Usage(
+                    "backfill needs `--from DAY --to DAY` (inclusive UTC days, YYYY-MM-DD)".into(),
+                ));
+            };
+            let request = resolve_run(&args.run, false)?;
+            match job::backfill(&request, from, to, args.force, show_progress(&cli.global)) {
+                Ok(outcome) => {
+                    let findings: usize = outcome.done.iter().map(|(_, n)| n).sum();
+                    println!(
+                        "Backfilled {} day(s) from {from} to {to}, {} already complete and skipped; {findings} finding(s). \
+                         Report: {}",
+                        outcome.done.len(),
+                        outcome.skipped.len(),
+                        report_location(&outcome.results)
+                    );
+                    Ok(())
+                }
+                Err((error, record)) => {
+                    tracing::error!(run_id = %record.run_id, stage = record.failed_stage.as_deref().unwrap_or(""), "Backfill stopped; run it again to resume.");
+                    Err(error.into())
+                }
+            }
+        }
+        Command::Report(args) => {
+            let config = load_config(args.config.as_deref())?;
+            let settings = config.validate()?;
+            let out = args.out.clone().unwrap_or_else(|| config.output.dir.clone());
+            let drawn = job::with_results(&settings, &out, |results| {
+                if results.days(crate::sink::tables::DAILY)?.is_empty() {
+                    return Ok(Err(results.store.location()));
+                }
+                crate::sink::report::write(results, &settings)?;
+                Ok(Ok(results.store.location()))
+            })?;
+            match drawn {
+                Ok(location) => {
+                    println!("Wrote {}", report_location(&location));
+                    Ok(())
+                }
+                Err(location) => Err(CliError::Usage(match &settings.results_blob {
+                    Some(_) => format!(
+                        "{location} holds no result tables; run `telemetry-hunt run` with the same configuration first"
+                    ),
+                    None => format!(
+                        "`{}` holds no result tables; run `telemetry-hunt run --out {}` first",
+                        out.display(),
+                        out.display()
+                    ),
+                })),
             }
         }
         Command::Check(args) => {

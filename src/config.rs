@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::azure::http::RetryPolicy;
 use crate::azure::identity::{IdentityKind, IdentitySettings, EMULATOR_ACCOUNT, EMULATOR_ENDPOINT};
 use crate::azure::{BlobLocation, Transport};
+use crate::baseline::series::Trend;
 use crate::hunt::host::{HostMatcher, MatchMode};
 use crate::sink::sentinel::SentinelSettings;
 use crate::source::blob::{BlobLayout, BlobSource};
@@ -148,6 +149,8 @@ pub struct Config {
     pub exclusions: Vec<ExclusionRule>,
     /// Processes that are expected to talk to the telemetry hosts.
     pub expected_processes: Vec<ExpectedProcess>,
+    /// The detectors that compare each day with its history and write findings.
+    pub detect: DetectConfig,
     /// The identity every Azure call uses, and the retries and timeouts of those calls.
     pub azure: AzureConfig,
     /// Bounds on what hostile or broken input may cost; exceeding one fails the run, naming the
@@ -170,6 +173,7 @@ impl Default for Config {
             scope: ScopeConfig::default(),
             exclusions: default_exclusions(),
             expected_processes: default_expected_processes(),
+            detect: DetectConfig::default(),
             azure: AzureConfig::default(),
             limits: Limits::default(),
             sentinel: None,
@@ -491,6 +495,190 @@ pub struct ExpectedProcess {
     pub hosts: Vec<String>,
 }
 
+/// The detectors (README "Detectors"). Each compares a day with the `history_days` before it,
+/// read back from the results store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    /// Run the detectors after a run's day tables are written.
+    pub enabled: bool,
+    /// Days of history before the day being scored.
+    pub history_days: u32,
+    /// A device needs telemetry on at least this many history days before anything about it is
+    /// called new or silent: a device enrolled yesterday has no baseline yet.
+    pub min_device_history_days: u32,
+    /// How many DeviceIds and DeviceNames a finding lists (DeviceCount is always the full count).
+    pub max_listed_devices: usize,
+    pub series: SeriesConfig,
+    pub unexpected_process: DetectorToggle,
+    pub new_combination: DetectorToggle,
+    pub lookalike: LookalikeConfig,
+    pub unusual_port: UnusualPortConfig,
+    pub silent_device: SilentDeviceConfig,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            enabled: true,
+            history_days: 30,
+            min_device_history_days: 7,
+            max_listed_devices: 50,
+            series: SeriesConfig::default(),
+            unexpected_process: DetectorToggle { enabled: true },
+            new_combination: DetectorToggle { enabled: true },
+            lookalike: LookalikeConfig::default(),
+            unusual_port: UnusualPortConfig::default(),
+            silent_device: SilentDeviceConfig::default(),
+        }
+    }
+}
+
+/// A detector with nothing to tune but whether it runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorToggle {
+    pub enabled: bool,
+}
+
+impl Default for DetectorToggle {
+    fn default() -> Self {
+        DetectorToggle { enabled: true }
+    }
+}
+
+/// Anomalies in the daily series of `MdeTelemetryDaily` (distinct devices per ActionType), scored
+/// like KQL `series_decompose_anomalies(series, threshold, seasonality, trend, 1)`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SeriesConfig {
+    pub enabled: bool,
+    /// |score| above this is an anomaly (KQL: 1.5 mild, 3.0 strong).
+    pub threshold: f64,
+    /// Days in the series (the scored day included) before a day is scored at all.
+    pub min_points: u32,
+    /// Period of the seasonal part in days, used once the series has three periods.
+    pub seasonality: u32,
+    /// `avg`, `linefit` or `none`.
+    pub trend: String,
+    /// The day must also differ from its baseline by at least this many devices …
+    pub min_change: f64,
+    /// … and by this many standard deviations of the count's own sampling noise (binomial:
+    /// `sqrt(b (1 - b/N))` for a baseline of `b` of the `N` devices reporting that day), so
+    /// that a series of a few devices does not alarm on every wobble.
+    pub noise_sigmas: f64,
+}
+
+impl Default for SeriesConfig {
+    fn default() -> Self {
+        SeriesConfig {
+            enabled: true,
+            threshold: 3.0,
+            min_points: 21,
+            seasonality: 7,
+            trend: "avg".into(),
+            min_change: 5.0,
+            noise_sigmas: 4.0,
+        }
+    }
+}
+
+/// Hosts that look like Defender for Endpoint's but are not listed, and listed hosts spelled so
+/// the reference query misses them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LookalikeConfig {
+    pub enabled: bool,
+    /// MDE naming patterns (`*` for any run of characters) an unlisted host must not match.
+    pub patterns: Vec<String>,
+    /// An unlisted host within this many edits of a listed host is a look-alike (0 turns it off).
+    pub max_edit_distance: u32,
+    /// Report devices that start spelling a reference host in a way the reference query misses.
+    pub new_spellings: bool,
+}
+
+impl Default for LookalikeConfig {
+    fn default() -> Self {
+        LookalikeConfig {
+            enabled: true,
+            patterns: strings(&[
+                "winatp-gw-*.microsoft.com",
+                "winatp-gw-*.microsoft.us",
+                "*-v20.events.data.microsoft.com",
+                "automatedirstrprd*.blob.core.windows.net",
+                "uss*prod.blob.core.windows.net",
+                "ws*prod.blob.core.windows.net",
+            ]),
+            max_edit_distance: 2,
+            new_spellings: true,
+        }
+    }
+}
+
+/// Listed hosts reached on a port they do not serve.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnusualPortConfig {
+    pub enabled: bool,
+    /// Ports every listed host serves.
+    pub allowed_ports: Vec<i32>,
+    /// Hosts that also serve plain HTTP (certificate revocation lists and trust lists).
+    pub plain_http_hosts: Vec<String>,
+    pub plain_http_ports: Vec<i32>,
+}
+
+impl Default for UnusualPortConfig {
+    fn default() -> Self {
+        UnusualPortConfig {
+            enabled: true,
+            allowed_ports: vec![443],
+            plain_http_hosts: strings(&["ctldl.windowsupdate.com", "crl.microsoft.com", "www.microsoft.com"]),
+            plain_http_ports: vec![80],
+        }
+    }
+}
+
+/// Devices whose sensor stops talking to its cloud, or whose connections start failing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SilentDeviceConfig {
+    pub enabled: bool,
+    /// The sensor's own processes (the ones EDR-silencing tools block), by file name; they count
+    /// only when the allow list expects them where they ran.
+    pub sensor_processes: Vec<String>,
+    /// A device is "sensor-silent" when it still reaches the listed hosts through other
+    /// processes but its sensor processes do not, after they did on at least this share of its
+    /// history days.
+    pub min_sensor_share: f64,
+    /// A device that stops reporting entirely, or whose failures jump, is reported when the
+    /// chance of that under its own history is at most this.
+    pub max_chance: f64,
+    /// A failure jump needs at least this share of the day's events failed …
+    pub min_failed_share: f64,
+    /// … and at least this many failed events.
+    pub min_failed_events: u64,
+}
+
+impl Default for SilentDeviceConfig {
+    fn default() -> Self {
+        SilentDeviceConfig {
+            enabled: true,
+            sensor_processes: strings(&[
+                "MsSense.exe",
+                "SenseCncProxy.exe",
+                "SenseIR.exe",
+                "SenseNdr.exe",
+                "SenseSampleUploader.exe",
+                "MsMpEng.exe",
+            ]),
+            min_sensor_share: 0.9,
+            max_chance: 1e-6,
+            min_failed_share: 0.5,
+            min_failed_events: 3,
+        }
+    }
+}
+
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
@@ -566,16 +754,27 @@ fn default_expected_processes() -> Vec<ExpectedProcess> {
     .map(sense)
     .collect();
     expected.extend(["MsMpEng.exe", "MpCmdRun.exe", "MpDefenderCoreService.exe", "NisSrv.exe"].map(defender));
+    // The Connected User Experiences and Telemetry service (DiagTrack, in svchost) and its
+    // compatibility appraiser talk to the Windows telemetry hosts; the cryptographic service
+    // (CryptSvc, in svchost) fetches revocation and trust lists.
+    const WINDOWS_TELEMETRY: [&str; 5] = [
+        "*.events.data.microsoft.com",
+        "events.data.microsoft.com",
+        "*.vortex-win.data.microsoft.com",
+        "vortex-win.data.microsoft.com",
+        "settings-win.data.microsoft.com",
+    ];
+    let mut svchost_hosts = strings(&WINDOWS_TELEMETRY);
+    svchost_hosts.extend(strings(&["ctldl.windowsupdate.com", "crl.microsoft.com"]));
     expected.push(ExpectedProcess {
         file_name: "svchost.exe".into(),
         folder_prefixes: strings(&[r"c:\windows\system32\"]),
-        hosts: strings(&[
-            "*.events.data.microsoft.com",
-            "events.data.microsoft.com",
-            "*.vortex-win.data.microsoft.com",
-            "vortex-win.data.microsoft.com",
-            "settings-win.data.microsoft.com",
-        ]),
+        hosts: svchost_hosts,
+    });
+    expected.push(ExpectedProcess {
+        file_name: "CompatTelRunner.exe".into(),
+        folder_prefixes: strings(&[r"c:\windows\system32\"]),
+        hosts: strings(&WINDOWS_TELEMETRY),
     });
     for mma in ["MonitoringHost.exe", "HealthService.exe"] {
         expected.push(ExpectedProcess {
@@ -681,6 +880,13 @@ impl Config {
             device_names_include: self.scope.device_names_include.iter().map(|s| s.to_ascii_lowercase()).collect(),
             device_names_exclude: self.scope.device_names_exclude.iter().map(|s| s.to_ascii_lowercase()).collect(),
         };
+        let detect = self.detect.validate()?;
+        let mut hosts = HostMatcher::new(&self.reference_hosts, self.extra_hosts.iter().map(String::as_str));
+        if detect.enabled && detect.lookalike.enabled {
+            let lookalike = &detect.lookalike;
+            hosts = hosts
+                .with_lookalikes(lookalike.patterns.iter().map(String::as_str), lookalike.max_edit_distance as usize);
+        }
         let identity = self.validate_azure()?;
         let source_blob = match &self.source.blob {
             None => None,
@@ -773,7 +979,7 @@ impl Config {
             lock_ttl: Duration::from_secs(self.output.lock_ttl_seconds),
             match_mode: self.match_mode,
             time_column: self.time_column,
-            hosts: HostMatcher::new(&self.reference_hosts, self.extra_hosts.iter().map(String::as_str)),
+            hosts,
             reference_hosts: self.reference_hosts.clone(),
             extra_hosts: self.extra_hosts.clone(),
             exclusions,
@@ -781,8 +987,131 @@ impl Config {
             scope,
             reject_samples: self.output.reject_samples,
             limits: self.limits,
+            detect,
             log_analytics,
             sentinel,
+        })
+    }
+}
+
+impl DetectConfig {
+    /// Checks the detector settings (pure) and resolves them, lists lowercased.
+    fn validate(&self) -> Result<DetectSettings, ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid { field: format!("detect.{field}"), message };
+        if !(1..=366).contains(&self.history_days) {
+            return Err(invalid("history_days", format!("{} is outside 1..=366 days", self.history_days)));
+        }
+        if self.min_device_history_days > self.history_days {
+            return Err(invalid(
+                "min_device_history_days",
+                format!(
+                    "{} is more than `history_days` ({}), so no device could ever qualify",
+                    self.min_device_history_days, self.history_days
+                ),
+            ));
+        }
+        if self.max_listed_devices == 0 {
+            return Err(invalid(
+                "max_listed_devices",
+                "must be at least 1; DeviceCount always has the full count".into(),
+            ));
+        }
+        let series = &self.series;
+        if !(series.threshold.is_finite() && series.threshold > 0.0) {
+            return Err(invalid(
+                "series.threshold",
+                format!("{} is not a positive number (KQL uses 1.5 mild, 3.0 strong)", series.threshold),
+            ));
+        }
+        if series.min_points < 3 {
+            return Err(invalid(
+                "series.min_points",
+                format!(
+                    "{} is too few days to score against; use 3 or more (21 gives weekly seasonality)",
+                    series.min_points
+                ),
+            ));
+        }
+        if series.seasonality > 60 {
+            return Err(invalid(
+                "series.seasonality",
+                format!("{} days is longer than any history this job keeps", series.seasonality),
+            ));
+        }
+        let trend = match series.trend.as_str() {
+            "avg" => Trend::Average,
+            "linefit" => Trend::LineFit,
+            "none" => Trend::None,
+            other => return Err(invalid("series.trend", format!("`{other}` is not one of `avg`, `linefit`, `none`"))),
+        };
+        if !(series.min_change.is_finite() && series.min_change >= 0.0) {
+            return Err(invalid("series.min_change", format!("{} is not a number of devices >= 0", series.min_change)));
+        }
+        if !(series.noise_sigmas.is_finite() && series.noise_sigmas >= 0.0) {
+            return Err(invalid(
+                "series.noise_sigmas",
+                format!("{} is not a number >= 0 (0 turns the gate off)", series.noise_sigmas),
+            ));
+        }
+        let lookalike = &self.lookalike;
+        if lookalike.patterns.iter().any(|p| p.trim().trim_matches('*').is_empty()) {
+            return Err(invalid(
+                "lookalike.patterns",
+                "a pattern is empty or only `*`, which would call every host a look-alike".into(),
+            ));
+        }
+        if lookalike.max_edit_distance > 3 {
+            return Err(invalid(
+                "lookalike.max_edit_distance",
+                format!("{} edits reach unrelated hosts; use 0 to 3", lookalike.max_edit_distance),
+            ));
+        }
+        let ports = &self.unusual_port;
+        for (field, list) in [
+            ("unusual_port.allowed_ports", &ports.allowed_ports),
+            ("unusual_port.plain_http_ports", &ports.plain_http_ports),
+        ] {
+            if let Some(bad) = list.iter().find(|p| !(0..=65_535).contains(*p)) {
+                return Err(invalid(field, format!("{bad} is not a TCP/UDP port")));
+            }
+        }
+        let silent = &self.silent_device;
+        let share = |field: &str, v: f64| -> Result<f64, ConfigError> {
+            if (0.0..=1.0).contains(&v) {
+                Ok(v)
+            } else {
+                Err(invalid(field, format!("{v} is not a share between 0 and 1")))
+            }
+        };
+        share("silent_device.min_sensor_share", silent.min_sensor_share)?;
+        share("silent_device.min_failed_share", silent.min_failed_share)?;
+        if !(silent.max_chance > 0.0 && silent.max_chance < 1.0) {
+            return Err(invalid(
+                "silent_device.max_chance",
+                format!("{} is not a probability between 0 and 1 (exclusive); 1e-6 is the default", silent.max_chance),
+            ));
+        }
+        let lower = |v: &[String]| v.iter().map(|s| s.trim().to_ascii_lowercase()).collect::<Vec<_>>();
+        Ok(DetectSettings {
+            enabled: self.enabled,
+            history_days: self.history_days as usize,
+            min_device_history_days: self.min_device_history_days as usize,
+            max_listed_devices: self.max_listed_devices,
+            series: SeriesSettings {
+                enabled: series.enabled,
+                threshold: series.threshold,
+                min_points: series.min_points as usize,
+                seasonality: series.seasonality as usize,
+                trend,
+                trend_name: series.trend.clone(),
+                min_change: series.min_change,
+                noise_sigmas: series.noise_sigmas,
+            },
+            unexpected_process: self.unexpected_process.enabled,
+            new_combination: self.new_combination.enabled,
+            lookalike: LookalikeConfig { patterns: lower(&lookalike.patterns), ..lookalike.clone() },
+            unusual_port: UnusualPortConfig { plain_http_hosts: lower(&ports.plain_http_hosts), ..ports.clone() },
+            silent_device: SilentDeviceConfig { sensor_processes: lower(&silent.sensor_processes), ..silent.clone() },
         })
     }
 }
@@ -886,6 +1215,34 @@ impl LogAnalyticsConfig {
             retry: retry_policy(S, self.max_attempts, self.retry_base_ms, self.retry_max_ms, self.timeout_secs)?,
         })
     }
+}
+
+/// The validated detector settings; the sub-tables that need no conversion are the
+/// configuration itself, their lists lowercased.
+#[derive(Debug, Clone)]
+pub struct DetectSettings {
+    pub enabled: bool,
+    pub history_days: usize,
+    pub min_device_history_days: usize,
+    pub max_listed_devices: usize,
+    pub series: SeriesSettings,
+    pub unexpected_process: bool,
+    pub new_combination: bool,
+    pub lookalike: LookalikeConfig,
+    pub unusual_port: UnusualPortConfig,
+    pub silent_device: SilentDeviceConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct SeriesSettings {
+    pub enabled: bool,
+    pub threshold: f64,
+    pub min_points: usize,
+    pub seasonality: usize,
+    pub trend: Trend,
+    pub trend_name: String,
+    pub min_change: f64,
+    pub noise_sigmas: f64,
 }
 
 impl SentinelConfig {
@@ -1167,6 +1524,7 @@ pub struct Settings {
     pub scope: Scope,
     pub reject_samples: usize,
     pub limits: Limits,
+    pub detect: DetectSettings,
     /// The query API source, when configured instead of files.
     pub log_analytics: Option<LogAnalyticsSettings>,
     /// Sentinel delivery, when configured.
@@ -1328,6 +1686,40 @@ mod tests {
 
         let config = Config::from_toml("reference_hosts = []").unwrap();
         assert!(config.validate().unwrap_err().to_string().contains("reference_hosts"));
+    }
+
+    #[test]
+    fn detector_settings_are_checked_and_name_the_key() {
+        let settings = Config::default().validate().unwrap();
+        assert_eq!(settings.detect.history_days, 30);
+        assert_eq!(settings.detect.series.trend, Trend::Average);
+        assert!(settings.hosts.lookalikes().is_some());
+        assert!(settings.detect.silent_device.sensor_processes.contains(&"mssense.exe".to_string()));
+
+        let err = Config::from_toml("[detect]\nhistroy_days = 3").unwrap_err();
+        assert!(err.contains("histroy_days"), "{err}");
+        let err = Config::from_toml("[detect.series]\nthreshhold = 3").unwrap_err();
+        assert!(err.contains("threshhold"), "{err}");
+        for (toml, field) in [
+            ("[detect.series]\nthreshold = 0.0", "detect.series.threshold"),
+            ("[detect.series]\ntrend = \"cubic\"", "detect.series.trend"),
+            ("[detect.series]\nmin_points = 2", "detect.series.min_points"),
+            ("[detect]\nmin_device_history_days = 40", "detect.min_device_history_days"),
+            ("[detect]\nhistory_days = 0", "detect.history_days"),
+            ("[detect.lookalike]\npatterns = [\"**\"]", "detect.lookalike.patterns"),
+            ("[detect.lookalike]\nmax_edit_distance = 5", "detect.lookalike.max_edit_distance"),
+            ("[detect.unusual_port]\nallowed_ports = [70000]", "detect.unusual_port.allowed_ports"),
+            ("[detect.silent_device]\nmax_chance = 1.5", "detect.silent_device.max_chance"),
+            ("[detect.silent_device]\nmin_sensor_share = -0.1", "detect.silent_device.min_sensor_share"),
+        ] {
+            let err = Config::from_toml(toml).unwrap().validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{toml}: {err}");
+        }
+        // without the look-alike detector the hunt does not look for look-alikes at all
+        let off = Config::from_toml("[detect.lookalike]\nenabled = false").unwrap().validate().unwrap();
+        assert!(off.hosts.lookalikes().is_none());
+        let off = Config::from_toml("[detect]\nenabled = false").unwrap().validate().unwrap();
+        assert!(off.hosts.lookalikes().is_none());
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! One run of the job: take the results store's lock, finish or discard what an earlier run
-//! left, plan the sources, scan and hunt in parallel, stage every table per day, then commit
-//! them together with the run record. The run record is written on failure too, saying which
+//! left, plan the sources, scan and hunt in parallel, stage every table per day, run the
+//! detectors day by day, then commit tables and findings together with the run record. The run record is written on failure too, saying which
 //! stage failed; a failed run commits nothing else. Results store first, Sentinel second: only
 //! committed tables are sent, and what Sentinel does not acknowledge waits in the store's outbox.
+//!
+//! A day is complete when its tables and its findings are committed: its marker
+//! `_complete/day=<day>.json` is staged with them. `backfill` skips the days that have it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,7 +21,9 @@ use rayon::prelude::*;
 use crate::azure::http::AzureClient;
 use crate::azure::storage::ConnectError;
 use crate::azure::{Azure, IdentityKind};
+use crate::baseline::history::{DayData, History};
 use crate::config::Settings;
+use crate::detect::{self, Context, Finding};
 use crate::hunt::Partial;
 use crate::sink::blob::BlobStore;
 use crate::sink::local::LocalDir;
@@ -26,8 +31,8 @@ use crate::sink::lock::{LockError, RunLock};
 use crate::sink::results::{day_prefix, Results};
 use crate::sink::sentinel::{DeliveryError, Ingestion, Outbox, Sentinel};
 use crate::sink::store::{Store, StoreError};
-use crate::sink::tables::{self, RunRecord};
-use crate::sink::{commit, SinkError, Table};
+use crate::sink::tables::{self, RunRecord, FINDINGS, FINDINGS_COLUMNS};
+use crate::sink::{commit, Cell, SinkError, Table};
 use crate::source::blob::{BlobReader, Fetched};
 use crate::source::log_analytics::{
     EventBatch, HostFilter, LogAnalytics, LogAnalyticsSettings, QueryError, QueryText, ScanRequest,
@@ -54,6 +59,8 @@ pub struct RunRequest {
 pub struct RunOutcome {
     pub partial: Partial,
     pub days: Vec<Day>,
+    /// The findings of the run's days.
+    pub findings: Vec<Finding>,
     pub record: RunRecord,
     /// Where the results are: a folder or a container URL.
     pub results: String,
@@ -71,6 +78,8 @@ pub enum RunError {
     Query(#[from] QueryError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error("the detectors could not read their history or write their findings: {0}")]
+    Detect(SinkError),
     #[error("the run could not be committed, so none of its days is visible: {0}")]
     Commit(StoreError),
     #[error("the run is committed, but moving its objects into place stopped; readers already see the whole run and the next run finishes the move: {0}")]
@@ -88,6 +97,7 @@ impl RunError {
             RunError::Lock(_) => "lock",
             RunError::Source(_) | RunError::Query(_) => "read",
             RunError::Sink(_) => "write",
+            RunError::Detect(_) => "detect",
             RunError::Commit(_) | RunError::CommitUnfinished(_) => "commit",
             RunError::Deliver(_) => "deliver",
         }
@@ -232,10 +242,10 @@ pub fn run(request: &RunRequest) -> Result<RunOutcome, (RunError, RunRecord)> {
     let results = Results::for_run(store.clone(), &run_id);
     let outcome = recover(store.as_ref(), &run_id)
         .and_then(|()| execute(request, side.as_ref(), &results, &mut record))
-        .and_then(|(partial, days, tables)| {
+        .and_then(|(partial, days, tables, findings)| {
             record.status = "succeeded".into();
             publish(&results, &lock, &mut record, started_at)?;
-            Ok((partial, days, tables))
+            Ok((partial, days, tables, findings))
         });
     let release = |lock: RunLock| {
         if let Err(e) = lock.release() {
@@ -243,7 +253,7 @@ pub fn run(request: &RunRequest) -> Result<RunOutcome, (RunError, RunRecord)> {
         }
     };
     let (mut error, outcome, tables) = match outcome {
-        Ok((partial, days, tables)) => (None, Some((partial, days)), tables),
+        Ok((partial, days, tables, findings)) => (None, Some((partial, days, findings)), tables),
         Err(error) => {
             // A committed run keeps its staged objects: the next run moves them into place.
             let committed = matches!(error, RunError::CommitUnfinished(_));
@@ -260,6 +270,12 @@ pub fn run(request: &RunRequest) -> Result<RunOutcome, (RunError, RunRecord)> {
             (Some(error), None, Vec::new())
         }
     };
+    if outcome.is_some() {
+        // The report is a view of what is committed; a failure to draw it loses nothing.
+        if let Err(error) = crate::sink::report::write(&Results::new(store.clone()), settings) {
+            tracing::error!(%error, "The report could not be written; `telemetry-hunt report` draws it again.");
+        }
+    }
     // Sentinel second, still under the lock so no other run sends the same outbox. A failed run
     // sends no tables of its own, but still what earlier runs left, and its run record.
     if let Some((side, sentinel)) = side.as_ref().zip(settings.sentinel.as_ref()) {
@@ -276,7 +292,9 @@ pub fn run(request: &RunRequest) -> Result<RunOutcome, (RunError, RunRecord)> {
     }
     release(lock);
     match (error, outcome) {
-        (None, Some((partial, days))) => Ok(RunOutcome { partial, days, record, results: store.location() }),
+        (None, Some((partial, days, findings))) => {
+            Ok(RunOutcome { partial, days, findings, record, results: store.location() })
+        }
         (Some(error), _) => Err((error, record)),
         (None, None) => unreachable!("a run without an outcome has an error"),
     }
@@ -384,7 +402,9 @@ fn finish_record(store: &Results, record: &mut RunRecord, started_at: i64) -> Re
 }
 
 /// The merged aggregate, the days of the run, and every table written (for Sentinel).
-type Executed = (Partial, Vec<Day>, Vec<Table>);
+type Executed = (Partial, Vec<Day>, Vec<Table>, Vec<Finding>);
+/// The merged aggregate, the days of the run, and every table written.
+type Written = (Partial, Vec<Day>, Vec<Table>);
 
 fn execute(
     request: &RunRequest,
@@ -407,7 +427,24 @@ fn execute(
         _ => scan_files(request, side.map(|s| &s.azure), &options, record)?,
     };
     record.durations_ms.insert("scan", clock.elapsed().as_millis() as u64);
-    write(request, store, record, partial, stats)
+    let (partial, days, mut written) = write(request, store, record, partial, stats)?;
+    let clock = Instant::now();
+    let findings = if settings.detect.enabled {
+        detect_days(store, settings, &days, &record.run_id, &mut written).map_err(RunError::Detect)?
+    } else {
+        Vec::new()
+    };
+    for finding in &findings {
+        *record.findings_by_severity.entry(finding.severity.as_str().to_string()).or_default() += 1;
+        *record.findings_by_type.entry(finding.finding_type.as_str().to_string()).or_default() += 1;
+    }
+    for &day in &days {
+        // No run id: re-running a complete day leaves its marker byte for byte as it was.
+        let marker = serde_json::json!({"day": day.to_string(), "version": env!("CARGO_PKG_VERSION")});
+        store.put(&complete_marker(day), bytes::Bytes::from(marker.to_string())).map_err(RunError::Detect)?;
+    }
+    record.durations_ms.insert("detect", clock.elapsed().as_millis() as u64);
+    Ok((partial, days, written, findings))
 }
 
 /// The query API: windows over the run's days, each answer folded into a partial on rayon.
@@ -560,7 +597,7 @@ fn write(
     record: &mut RunRecord,
     partial: Partial,
     stats: ScanStats,
-) -> Result<Executed, RunError> {
+) -> Result<Written, RunError> {
     let settings = &request.settings;
     let days: Vec<Day> = match record.window {
         Some((from, to)) => from.through(to).collect(),
@@ -599,9 +636,192 @@ fn write(
             for table in &day_tables {
                 store.write_day(table, day)?;
             }
+            // Only the detectors read it back: Parquet only, and not sent to Sentinel.
+            store.write_day_parquet(&tables::device_hosts(&partial, settings, day), day)?;
             Ok(day_tables)
         })
         .collect::<Result<Vec<_>, _>>()?;
     record.durations_ms.insert("write", clock.elapsed().as_millis() as u64);
     Ok((partial, days, written.into_iter().flatten().collect()))
+}
+
+/// The object that says a day is complete (its tables and findings committed).
+pub fn complete_marker(day: Day) -> String {
+    format!("_complete/day={day}.json")
+}
+
+/// The days `results` holds a completion marker for.
+pub fn complete_days(results: &Results) -> Result<BTreeSet<Day>, SinkError> {
+    let prefix = "_complete/day=";
+    Ok(results
+        .store
+        .list(prefix)?
+        .iter()
+        .filter_map(|path| path.strip_prefix(prefix)?.strip_suffix(".json").and_then(Day::parse))
+        .collect())
+}
+
+/// Runs the detectors on `days` in order, each against the stored days before it (the earlier
+/// days of this run included), and writes each day's findings (also added to `written`).
+pub fn detect_days(
+    results: &Results,
+    settings: &Settings,
+    days: &[Day],
+    run_id: &str,
+    written: &mut Vec<Table>,
+) -> Result<Vec<Finding>, SinkError> {
+    let stored: BTreeSet<Day> = results.days(tables::DAILY)?.into_iter().collect();
+    let mut history = History::new(settings.detect.history_days);
+    let mut ordered = days.to_vec();
+    ordered.sort();
+    let mut all = Vec::new();
+    for day in ordered {
+        history.prepare(results, &stored, day, settings)?;
+        let Some(today) = DayData::load(results, day, settings, &mut history.names)? else { continue };
+        let findings = detect::run_day(&Context::new(day, settings, &today, &history));
+        written.push(write_findings(results, day, &findings, run_id, settings.detect.max_listed_devices)?);
+        if !findings.is_empty() {
+            tracing::info!(%day, findings = findings.len(), "Findings.");
+        }
+        history.push(today);
+        all.extend(findings);
+    }
+    Ok(all)
+}
+
+/// Writes a day's findings. A finding that an earlier run already wrote exactly so keeps that
+/// run's RunId: re-running a day with the same input leaves its findings byte for byte as they
+/// were, and RunId says which run first reported each one.
+fn write_findings(
+    results: &Results,
+    day: Day,
+    findings: &[Finding],
+    run_id: &str,
+    max_listed: usize,
+) -> Result<Table, SinkError> {
+    const RUN_ID: usize = 2;
+    let mut earlier: BTreeMap<String, (Vec<Cell>, String)> = BTreeMap::new();
+    if let Some(table) = results.read_day(FINDINGS, FINDINGS_COLUMNS, day)? {
+        for mut row in table.rows {
+            let id = match &row[1] {
+                Cell::Text(id) => id.clone(),
+                _ => continue,
+            };
+            let previous_run = match std::mem::replace(&mut row[RUN_ID], Cell::Null) {
+                Cell::Text(run) => run,
+                _ => continue,
+            };
+            earlier.insert(id, (row, previous_run));
+        }
+    }
+    let run_ids: Vec<String> = findings
+        .iter()
+        .map(|finding| {
+            let mut row = finding.to_row("", max_listed);
+            row[RUN_ID] = Cell::Null;
+            match earlier.get(&finding.id()) {
+                Some((previous, previous_run)) if *previous == row => previous_run.clone(),
+                _ => run_id.to_string(),
+            }
+        })
+        .collect();
+    let table = tables::findings(findings, &run_ids, max_listed);
+    results.write_day(&table, day)?;
+    Ok(table)
+}
+
+/// Opens the results store the settings name (a container, else the folder `out`) and hands it
+/// to `read`, with the Azure runtime alive meanwhile. Used by `report` and `backfill`.
+pub fn with_results<T>(
+    settings: &Settings,
+    out: &std::path::Path,
+    read: impl FnOnce(&Results) -> Result<T, SinkError>,
+) -> Result<T, RunError> {
+    let azure = match &settings.results_blob {
+        Some(_) => Some(Azure::start(&settings.identity, &settings.transport)?),
+        None => None,
+    };
+    let request = RunRequest {
+        inputs: Vec::new(),
+        out: out.to_path_buf(),
+        window: None,
+        settings: settings.clone(),
+        progress: false,
+        credential: None,
+    };
+    let store = open_results(&request, azure.as_ref())?;
+    Ok(read(&Results::new(store))?)
+}
+
+/// What a backfill did.
+#[derive(Debug, Default)]
+pub struct BackfillOutcome {
+    /// Days hunted by this backfill, with their findings.
+    pub done: Vec<(Day, usize)>,
+    /// Days skipped because an earlier run completed them.
+    pub skipped: Vec<Day>,
+    /// Where the results are: a folder or a container URL.
+    pub results: String,
+}
+
+/// Builds history for `from..=to` one day at a time (memory stays at one day's aggregates),
+/// each day a run of its own with its own run record. A day already complete (see
+/// [`complete_marker`]) is skipped unless `force`, so an interrupted backfill resumes where it
+/// stopped; a failed day stops the backfill with the run error.
+pub fn backfill(
+    template: &RunRequest,
+    from: Day,
+    to: Day,
+    force: bool,
+    progress: bool,
+) -> Result<BackfillOutcome, (RunError, RunRecord)> {
+    let (complete, results) =
+        with_results(&template.settings, &template.out, |store| Ok((complete_days(store)?, store.store.location())))
+            .map_err(|e| (e, RunRecord::default()))?;
+    let days: Vec<Day> = from.through(to).collect();
+    let bar = if progress {
+        let bar = ProgressBar::new(days.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} backfill [{bar:30}] {pos}/{len} days {elapsed_precise} eta {eta} {msg}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut outcome = BackfillOutcome { results, ..Default::default() };
+    for (i, &day) in days.iter().enumerate() {
+        bar.set_message(day.to_string());
+        if complete.contains(&day) && !force {
+            tracing::info!(%day, "Day already complete; skipped (use --force to hunt it again).");
+            outcome.skipped.push(day);
+            bar.inc(1);
+            continue;
+        }
+        let clock = Instant::now();
+        let request = RunRequest { window: Some((day, day)), progress: false, ..template.clone() };
+        let run = run(&request)?;
+        let record = &run.record;
+        let line = format!(
+            "{day} ({} of {}): {} rows scanned, {} matched, {} finding(s), {:.1} s",
+            i + 1,
+            days.len(),
+            record.stats.rows_scanned,
+            record.rows_matched(),
+            run.findings.len(),
+            clock.elapsed().as_secs_f64()
+        );
+        if progress {
+            bar.println(line);
+        } else {
+            tracing::info!(%day, rows_scanned = record.stats.rows_scanned, findings = run.findings.len(), "Backfilled {line}.");
+        }
+        outcome.done.push((day, run.findings.len()));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(outcome)
 }

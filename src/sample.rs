@@ -2,13 +2,22 @@
 //!
 //! The hunt cannot be developed, tested or benchmarked on customer data, so this module writes
 //! look-alike exports: one file per UTC day (`DeviceNetworkEvents_YYYY-MM-DD.parquet` or
-//! `.jsonl`), with the real column names and types, a device fleet that joins, leaves and
-//! sleeps at weekends, late arrivals from the previous day, and a `RemoteUrl` column that holds
-//! every shape the telemetry rules must cope with: bare hosts, URLs, `host:port`, upper case,
-//! trailing dots, padding, userinfo, and look-alikes that must never count as telemetry.
-//! About 3-4 % of rows reach Microsoft Defender for Endpoint telemetry hosts, mostly from the
-//! sensor processes that are expected to, some from benign management agents, and a handful
-//! from unexpected processes on a few devices, which is what the hunt is meant to surface.
+//! `.jsonl`), with the real column names and types, a device fleet that sleeps at weekends
+//! (every device enrolled for the whole period), late arrivals from the previous day, and a `RemoteUrl` column that
+//! holds every shape the telemetry rules must cope with: bare hosts, URLs, `host:port`, upper
+//! case, trailing dots, padding, userinfo, and look-alikes that must never count as telemetry.
+//!
+//! The telemetry is what a quiet fleet sends: every device has a fixed profile of channels (the
+//! sensor to its regional gateway, DiagTrack to the cyber-data hosts, CryptSvc to the CRL and
+//! trust-list hosts, Defender Antivirus, and on some devices the benign management agents the
+//! exclusion rules name: the MECM client, Intune, Windows Update, Task Scheduler's Defender
+//! tasks, the sensor's own self-health collector), and uses each of them on every day it is
+//! online; one device in ten sits behind a proxy that always logs the telemetry hosts in one
+//! spelling the reference query misses (`host:443`, upper case, a trailing dot, …). On that
+//! background, where the detectors stay quiet, [`SCENARIOS`] puts what they must find on known
+//! days. Telemetry is at least 4 % of the rows (more on small samples, where every device's
+//! channels need a row a day); when the channels would need more than half of a day's rows, the
+//! profiles are thinned to about 4 % instead, which suits benchmarks but not the detectors.
 //!
 //! It ports the ideas of `bench/gen_events.py` rather than its bytes. Same options give
 //! byte-identical files: the generator has its own PRNG (xoshiro256**) seeded from the options,
@@ -61,7 +70,7 @@ pub struct SampleOptions {
 impl Default for SampleOptions {
     fn default() -> Self {
         SampleOptions {
-            devices: 400,
+            devices: 250,
             days: 35,
             rows: 150_000,
             seed: 42,
@@ -100,8 +109,12 @@ pub enum SampleError {
 const ROW_GROUP_ROWS: usize = 65_536;
 /// Share of a day file's rows stamped in the previous UTC day (ingestion lag).
 const LATE_FRACTION: f64 = 0.005;
-/// Share of rows that go to Defender telemetry hosts (reference list and newer MDE hosts).
+/// Share of rows that go to Defender telemetry hosts at least (reference list and newer MDE
+/// hosts).
 const TELEMETRY_SHARE: f64 = 0.040;
+/// The channels of every online device get a row each day when they fit in this share of the
+/// day's rows.
+const DENSE_TELEMETRY_LIMIT: f64 = 0.5;
 /// Share of rows whose RemoteUrl contains a telemetry host but is not one.
 const LOOKALIKE_SHARE: f64 = 0.004;
 /// Distinct ordinary hosts; the Zipf tail makes most of them rare, as in real proxies' logs.
@@ -388,6 +401,8 @@ const ACTION_TYPES: [(&str, f64); 14] = [
     ("ConnectionAcknowledged", 0.0005),
 ];
 
+/// Popular destinations. None is on the telemetry lists (those are reached by the devices'
+/// channels only), and none is within two edits of a listed name.
 const POPULAR_HOSTS: &[&str] = &[
     "www.google.com",
     "login.microsoftonline.com",
@@ -408,7 +423,6 @@ const POPULAR_HOSTS: &[&str] = &[
     "nav.smartscreen.microsoft.com",
     "wdcp.microsoft.com",
     "wdcpalt.microsoft.com",
-    "unitedstates.x.cp.wd.microsoft.com",
     "europe.smartscreen-prod.microsoft.com",
     "go.microsoft.com",
     "fe3cr.delivery.mp.microsoft.com",
@@ -449,17 +463,7 @@ const POPULAR_HOSTS: &[&str] = &[
     "www.facebook.com",
     "connect.facebook.net",
     "settings-win.data.microsoft.com.akadns.net",
-    "v10.events.data.microsoft.com",
-    "v20.events.data.microsoft.com",
-    "self.events.data.microsoft.com",
     "watson.telemetry.microsoft.com",
-    "umwatson.events.data.microsoft.com",
-    "winatp-gw-cus3.microsoft.com",
-    "winatp-gw-eus3.microsoft.com",
-    "x.cp.wd.microsoft.com",
-    "cdn.x.cp.wd.microsoft.com",
-    "mobile.events.data.microsoft.com",
-    "browser.events.data.microsoft.com",
     "array611.prod.do.dsp.mp.microsoft.com",
     "geo.prod.do.dsp.mp.microsoft.com",
     "kv601.prod.do.dsp.mp.microsoft.com",
@@ -606,7 +610,6 @@ mod p {
     pub const SENSENDR: usize = 6;
     pub const MSMPENG: usize = 7;
     pub const SENSECM: usize = 8;
-    pub const SENSETVM: usize = 9;
     pub const COMPATTEL: usize = 10;
     pub const CCMEXEC: usize = 11;
     pub const TASKHOSTW: usize = 12;
@@ -617,10 +620,11 @@ mod p {
     pub const JAVA: usize = 23;
     pub const SQLSERVR: usize = 24;
     pub const W3WP: usize = 25;
-    pub const ODD_POWERSHELL: usize = 32;
-    pub const ODD_RUNDLL: usize = 33;
-    pub const ODD_MSSENSE: usize = 34;
-    pub const ODD_PS_SYSTEM32: usize = 35;
+    pub const ODD_RUNDLL: usize = 32;
+    pub const ODD_MSSENSE: usize = 33;
+    pub const WUAUCLT: usize = 34;
+    pub const SENSE_IMDS: usize = 35;
+    pub const SENSEIR_BLOB: usize = SENSEIR;
 }
 
 const PROCS: [ProcSpec; 36] = [
@@ -688,20 +692,74 @@ const PROCS: [ProcSpec; 36] = [
         cmds: &["python.exe sync_{n}.py"], w_out: 0.005 },
     ProcSpec { file: "curl.exe", path: r"c:\windows\system32\curl.exe", parent: "cmd.exe", integrity: "Medium", company: Some("curl, https://curl.se/"), account: Account::User,
         cmds: &["curl.exe -sS -o NUL https://intranet.contoso.local/health/{n}"], w_out: 0.002 },
-    // The unexpected ones: only a few devices, only telemetry rows (see `World::odd_from`).
-    ProcSpec { file: "powershell.exe", path: r"c:\users\public\downloads\powershell.exe", parent: "explorer.exe", integrity: "Medium", company: MS, account: Account::User,
-        cmds: &["powershell.exe -w hidden -ep bypass -c \"iwr https://{host}/ -UseBasicParsing\""], w_out: 0.0 },
+    // The injected ones (see `scenario`): only scenario devices, only on scenario days.
     ProcSpec { file: "rundll32.exe", path: r"c:\programdata\intel\rundll32.exe", parent: "svchost.exe", integrity: "System", company: None, account: Account::System,
         cmds: &["rundll32.exe C:\\ProgramData\\Intel\\igfx{n}.dll,DllRegisterServer"], w_out: 0.0 },
     ProcSpec { file: "MsSense.exe", path: r"c:\users\public\libraries\mssense.exe", parent: "explorer.exe", integrity: "High", company: None, account: Account::User,
         cmds: &["\"C:\\Users\\Public\\Libraries\\MsSense.exe\" -k {n}"], w_out: 0.0 },
-    ProcSpec { file: "powershell.exe", path: r"c:\windows\system32\windowspowershell\v1.0\powershell.exe", parent: "wmiprvse.exe", integrity: "High", company: MS, account: Account::User,
-        cmds: &["powershell.exe -nop -enc SQBuAHYAbwBrAGUALQBXAGUAYgBSAGUAcQB1AGUAcwB0AA{n}"], w_out: 0.0 },
+    // Benign agents of the exclusion rules, in device profiles only.
+    ProcSpec { file: "wuauclt.exe", path: r"c:\windows\system32\wuauclt.exe", parent: "svchost.exe", integrity: "System", company: MS, account: Account::System,
+        cmds: &["wuauclt.exe /RunHandlerComServer"], w_out: 0.0 },
+    ProcSpec { file: "SenseImdsCollector.exe", path: r"c:\program files\windows defender advanced threat protection\senseimdscollector.exe", parent: "MsSense.exe", integrity: "System", company: MS, account: Account::System,
+        cmds: &["\"SenseImdsCollector.exe\""], w_out: 0.0 },
 ];
 
 const SVCHOST_DIAGTRACK: &str = "svchost.exe -k utcsvc -p";
 const SVCHOST_CRYPTSVC: &str = "svchost.exe -k NetworkService -p -s CryptSvc";
 const SVCHOST_WUAUSERV: &str = "svchost.exe -k netsvcs -p -s wuauserv";
+const TASKHOSTW_DEFENDER: &str =
+    r"taskhostw.exe \Microsoft\Windows\Windows Defender\Windows Defender Cache Maintenance";
+
+/// What the generated sample injects on known days (index from the first day; days beyond the
+/// sample are simply not generated), for the detectors to find. Everything else is background
+/// on which they must stay quiet. `tests/it/detect.rs` asserts the findings of the bundled
+/// sample one by one; [`scenarios`] names the devices.
+pub mod scenario {
+    /// A copy of the sensor's binary in `c:\users\public\libraries\` (no company, started from
+    /// explorer) talks to this gateway from `C2_DEVICES` servers, `C2_ROWS` connections each per
+    /// day, spelling the host so the reference query misses it: an unexpected process, a new
+    /// combination and an evasive spelling on the first day, the unexpected process again on the
+    /// second.
+    pub const C2_DAYS: [u32; 2] = [24, 25];
+    pub const C2_HOST: &str = "winatp-gw-neu.microsoft.com";
+    pub const C2_URL: &str = "WINATP-GW-NEU.MICROSOFT.COM:443";
+    pub const C2_DEVICES: usize = 3;
+    pub const C2_ROWS: usize = 6;
+    /// `c:\programdata\intel\rundll32.exe` on `LOOKALIKE_DEVICES` servers connects to a host two
+    /// edits from the western-Europe gateway.
+    pub const LOOKALIKE_DAY: u32 = 26;
+    pub const LOOKALIKE_HOST: &str = "winatp-gw-weu.rnicrosoft.com";
+    pub const LOOKALIKE_DEVICES: usize = 2;
+    pub const LOOKALIKE_ROWS: usize = 5;
+    /// The sensor's communication module on `PORT_DEVICES` devices of the central-US region
+    /// reaches its gateway on port 8080 (a new proxy, or a tunnel), `PORT_ROWS` times each.
+    pub const PORT_DAY: u32 = 28;
+    pub const PORT_HOST: &str = "winatp-gw-cus.microsoft.com";
+    pub const PORT: i32 = 8080;
+    pub const PORT_DEVICES: usize = 6;
+    pub const PORT_ROWS: usize = 10;
+    /// `GROUP_DEVICES` devices first fail every connection that would have succeeded (a
+    /// blocking tool's first, too-broad rules: failing devices, a spike of ConnectionFailed and a
+    /// drop of ConnectionSuccess devices), then from `SILENT_FROM` on their sensor processes
+    /// send nothing while svchost and the agents still do (the rules narrowed to the sensor).
+    pub const FAILING_DAY: u32 = 29;
+    pub const SILENT_FROM: u32 = 30;
+    pub const GROUP_DEVICES: usize = 40;
+    /// Each blocked connection of the failing day is retried this many times, failing again.
+    pub const RETRIES: usize = 2;
+}
+
+/// The devices of each scenario of a generated sample: `(name, DeviceIds)`, the ids sorted.
+pub fn scenarios(opts: &SampleOptions) -> Vec<(&'static str, Vec<String>)> {
+    let world = World::new(opts);
+    let ids = |devices: &[usize]| {
+        let mut ids: Vec<String> = devices.iter().map(|&d| world.devices[d].id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    let s = &world.scenario;
+    vec![("c2", ids(&s.c2)), ("lookalike", ids(&s.lookalike)), ("port", ids(&s.port)), ("group", ids(&s.group))]
+}
 
 // ---------------------------------------------------------------------------------------------
 // The world: everything fixed across days
@@ -717,16 +775,115 @@ struct Device {
     ip4: String,
     ip6: String,
     group: &'static str,
-    /// Day indices (inclusive) the device is enrolled: devices join and leave the fleet.
-    first_day: u32,
-    last_day: u32,
-    /// From this day on, some of the device's telemetry rows come from unexpected processes.
-    odd_from: Option<u32>,
+    /// What it sends to the telemetry hosts on every day it is online.
+    profile: Vec<Channel>,
+    /// The one spelling a proxy logs its telemetry hosts in, if it sits behind one.
+    proxy_spelling: Option<Spelling>,
+}
+
+/// A process that talks to one telemetry host of the device's region, every day.
+#[derive(Clone, Copy)]
+struct Channel {
+    proc: usize,
+    target: TelTarget,
+    /// A command line that must go with the channel (svchost's service, the Defender task).
+    cmd: Option<&'static str>,
+}
+
+impl Channel {
+    const fn new(proc: usize, target: TelTarget, cmd: Option<&'static str>) -> Channel {
+        Channel { proc, target, cmd }
+    }
+}
+
+/// A device's channels: the sensor, Windows telemetry and Defender Antivirus everywhere; the
+/// streamlined and optional hosts on some; the benign agents of the exclusion rules on some.
+fn profile(rng: &mut Rng, server: bool) -> Vec<Channel> {
+    use TelTarget as T;
+    let mut channels = vec![
+        Channel::new(p::MSSENSE, T::Gateway, None),
+        Channel::new(p::CNCPROXY, T::Gateway, None),
+        Channel::new(p::SVCHOST, T::V20, Some(SVCHOST_DIAGTRACK)),
+        Channel::new(p::SVCHOST, T::Ctldl, Some(SVCHOST_CRYPTSVC)),
+        Channel::new(p::MSMPENG, T::Mdav, None),
+    ];
+    let optional: [(Channel, f64); 13] = [
+        (Channel::new(p::MSSENSE, T::Edr, None), 0.6),
+        (Channel::new(p::SVCHOST, T::Vortex, Some(SVCHOST_DIAGTRACK)), 0.5),
+        (Channel::new(p::SVCHOST, T::Crl, Some(SVCHOST_CRYPTSVC)), 0.4),
+        (Channel::new(p::COMPATTEL, T::SettingsWin, None), 0.3),
+        (Channel::new(p::SENSENDR, T::Gateway, None), 0.3),
+        (Channel::new(p::SENSEIR_BLOB, T::IrBlob, None), 0.15),
+        (Channel::new(p::SENSECM, T::Gateway, None), 0.15),
+        (Channel::new(p::CCMEXEC, T::Gateway, None), 0.3),
+        (Channel::new(p::INTUNE, T::Events, None), 0.2),
+        (Channel::new(p::TASKHOSTW, T::SettingsWin, Some(TASKHOSTW_DEFENDER)), 0.15),
+        (Channel::new(p::SVCHOST, T::Gateway, Some(SVCHOST_WUAUSERV)), 0.1),
+        (Channel::new(p::WUAUCLT, T::Ctldl, None), 0.1),
+        (Channel::new(p::SENSE_IMDS, T::Gateway, None), if server { 0.5 } else { 0.0 }),
+    ];
+    for (channel, share) in optional {
+        if rng.chance(share) {
+            channels.push(channel);
+        }
+    }
+    channels
+}
+
+/// The devices the scenarios happen on.
+#[derive(Default)]
+struct ScenarioDevices {
+    c2: Vec<usize>,
+    lookalike: Vec<usize>,
+    port: Vec<usize>,
+    group: Vec<usize>,
+}
+
+impl ScenarioDevices {
+    /// Devices logging plainly, so each scenario stands out from a known history; servers where
+    /// being online matters.
+    fn pick(devices: &[Device], rng: &mut Rng) -> ScenarioDevices {
+        let mut order: Vec<usize> = (0..devices.len()).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.index(i + 1));
+        }
+        let mut used = vec![false; devices.len()];
+        let mut take = |n: usize, ok: &dyn Fn(&Device) -> bool| -> Vec<usize> {
+            let mut chosen = Vec::new();
+            for &d in &order {
+                if chosen.len() == n {
+                    break;
+                }
+                let dev = &devices[d];
+                if !used[d] && dev.proxy_spelling.is_none() && ok(dev) {
+                    used[d] = true;
+                    chosen.push(d);
+                }
+            }
+            chosen
+        };
+        ScenarioDevices {
+            c2: take(scenario::C2_DEVICES, &|d| d.server),
+            lookalike: take(scenario::LOOKALIKE_DEVICES, &|d| d.server),
+            port: take(scenario::PORT_DEVICES, &|d| REGIONS[d.region].gateway == scenario::PORT_HOST),
+            group: take(scenario::GROUP_DEVICES, &|_| true),
+        }
+    }
+
+    /// Scenario devices are online on their scenario's days, whatever their habits.
+    fn forced_online(&self, device: usize, index: u32) -> bool {
+        use scenario as s;
+        (s::C2_DAYS.contains(&index) && self.c2.contains(&device))
+            || (index == s::LOOKALIKE_DAY && self.lookalike.contains(&device))
+            || (index == s::PORT_DAY && self.port.contains(&device))
+            || ((index == s::FAILING_DAY || index == s::SILENT_FROM) && self.group.contains(&device))
+    }
 }
 
 struct World {
     seed: u64,
     devices: Vec<Device>,
+    scenario: ScenarioDevices,
     hosts: Vec<String>,
     host_ips: Vec<String>,
     host_pick: Weighted,
@@ -744,7 +901,6 @@ struct World {
 impl World {
     fn new(opts: &SampleOptions) -> World {
         let mut rng = Rng::stream(opts.seed, 1, 0);
-        let days = opts.days;
         let region_pick = Weighted::new(REGIONS.iter().map(|r| r.weight));
         let group_pick: [(&str, f64); 3] = [("Workstations", 0.80), ("Developers", 0.08), ("UnassignedGroup", 0.12)];
         let mut devices = Vec::with_capacity(opts.devices as usize);
@@ -794,14 +950,8 @@ impl World {
             } else {
                 choose(&mut rng, &group_pick)
             };
-            // Most devices span the whole period; some are enrolled late or retired early.
-            let (mut first_day, mut last_day) = (0, days - 1);
-            let roll = rng.f64();
-            if days > 1 && roll < 0.10 {
-                first_day = 1 + rng.below(u64::from(days - 1)) as u32;
-            } else if days > 1 && roll < 0.20 {
-                last_day = rng.below(u64::from(days - 1)) as u32;
-            }
+            let profile = profile(&mut rng, server);
+            let proxy_spelling = rng.chance(0.10).then(|| *rng.pick(&PROXY_SPELLINGS));
             devices.push(Device {
                 id,
                 name,
@@ -812,20 +962,11 @@ impl World {
                 ip4,
                 ip6,
                 group,
-                first_day,
-                last_day,
-                odd_from: None,
+                profile,
+                proxy_spelling,
             });
         }
-        // A handful of devices (about one in a hundred, at least one, at most eight) turn odd
-        // at some day: that is the needle the hunt looks for.
-        let odd = (opts.devices / 100).clamp(1, 8) as usize;
-        for _ in 0..odd {
-            let d = rng.index(devices.len());
-            let dev = &mut devices[d];
-            let span = u64::from(dev.last_day - dev.first_day + 1);
-            dev.odd_from = Some(dev.first_day + rng.below(span) as u32);
-        }
+        let scenario = ScenarioDevices::pick(&devices, &mut Rng::stream(opts.seed, 9, 0));
 
         let mut hosts: Vec<String> = POPULAR_HOSTS.iter().map(|h| h.to_string()).collect();
         let mut seen: FxHashSet<String> = hosts.iter().cloned().collect();
@@ -852,7 +993,19 @@ impl World {
 
         let edr = REGIONS.iter().map(|r| format!("edr-{}.{}.endpoint.security.microsoft.com", r.code, r.geo)).collect();
         let mdav = REGIONS.iter().map(|r| format!("mdav.{}.endpoint.security.microsoft.com", r.geo)).collect();
-        let ir_blob = REGIONS.iter().map(|r| format!("automatedirstrprd{}.blob.core.windows.net", r.code)).collect();
+        // US Government tenants have their own sample storage (not on the commercial lists);
+        // their devices here use the commercial US accounts.
+        let ir_blob = REGIONS
+            .iter()
+            .map(|r| {
+                let account = match r.code {
+                    "usgv" => "cus",
+                    "usgt" => "eus",
+                    code => code,
+                };
+                format!("automatedirstrprd{account}.blob.core.windows.net")
+            })
+            .collect();
 
         let proc_sha1 = PROCS
             .iter()
@@ -879,6 +1032,7 @@ impl World {
         World {
             seed: opts.seed,
             devices,
+            scenario,
             hosts,
             host_ips,
             host_pick,
@@ -927,6 +1081,37 @@ fn expand_cmd(tmpl: &str, rng: &mut Rng) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The devices online on day `index`, sorted (servers nearly always, workstations on most
+/// weekdays and some weekend days), plus the scenario devices of the day.
+fn online_devices(world: &World, rng: &mut Rng, index: u32, weekend: bool) -> Vec<usize> {
+    let mut active: Vec<usize> = world
+        .devices
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| {
+            let online = match (d.server, weekend) {
+                (true, _) => 0.995,
+                (false, false) => 0.95,
+                (false, true) => 0.30,
+            };
+            // Draw for every device so one device's window does not shift the others.
+            let up = rng.chance(online);
+            up
+        })
+        .map(|(i, _)| i)
+        .collect();
+    for d in 0..world.devices.len() {
+        if world.scenario.forced_online(d, index) && !active.contains(&d) {
+            active.push(d);
+        }
+    }
+    active.sort_unstable();
+    if active.is_empty() {
+        active = (0..world.devices.len()).collect();
+    }
+    active
 }
 
 /// Rows per day: weekdays equal, weekends ~30 % lower, ±10 % noise, summing exactly to `rows`.
@@ -1154,20 +1339,6 @@ enum TelTarget {
     Crl,
 }
 
-/// Reference hosts take ~82 % of telemetry rows, newer MDE endpoints the rest.
-const TEL_TARGETS: [(TelTarget, f64); 10] = [
-    (TelTarget::Gateway, 0.40),
-    (TelTarget::Vortex, 0.10),
-    (TelTarget::V20, 0.12),
-    (TelTarget::Events, 0.06),
-    (TelTarget::SettingsWin, 0.07),
-    (TelTarget::Ctldl, 0.07),
-    (TelTarget::Edr, 0.09),
-    (TelTarget::Mdav, 0.04),
-    (TelTarget::IrBlob, 0.01),
-    (TelTarget::Crl, 0.04),
-];
-
 #[derive(Clone, Copy)]
 enum Spelling {
     Bare,
@@ -1183,21 +1354,56 @@ enum Spelling {
     UserInfo,
 }
 
-/// How telemetry hosts are written in RemoteUrl: mostly bare lower case, as the sensor
-/// reports, with the spellings that only a normalising comparison catches at low rates.
-const SPELLINGS: [(Spelling, f64); 11] = [
-    (Spelling::Bare, 0.800),
-    (Spelling::SchemePath, 0.080),
-    (Spelling::SchemePortPath, 0.025),
-    (Spelling::TcpPort, 0.010),
-    (Spelling::BarePort, 0.015),
-    (Spelling::Upper, 0.020),
-    (Spelling::MixedCaseUrl, 0.010),
-    (Spelling::TrailingDot, 0.015),
-    (Spelling::TrailingDotUrl, 0.005),
-    (Spelling::Padded, 0.010),
-    (Spelling::UserInfo, 0.010),
+/// How telemetry hosts are written in RemoteUrl on a direct connection: mostly bare lower case,
+/// as the sensor reports, and URL forms whose host the reference query's `parse_url` finds.
+const PLAIN_SPELLINGS: [(Spelling, f64); 5] = [
+    (Spelling::Bare, 0.85),
+    (Spelling::SchemePath, 0.09),
+    (Spelling::SchemePortPath, 0.03),
+    (Spelling::TcpPort, 0.015),
+    (Spelling::UserInfo, 0.015),
 ];
+
+/// What a proxy in between logs instead, always the same one per device: spellings that only a
+/// normalising comparison matches.
+const PROXY_SPELLINGS: [Spelling; 6] = [
+    Spelling::BarePort,
+    Spelling::Upper,
+    Spelling::TrailingDot,
+    Spelling::Padded,
+    Spelling::MixedCaseUrl,
+    Spelling::TrailingDotUrl,
+];
+
+/// The sensor processes the silenced devices lose (what EDR-silencing tools block).
+const SENSOR_PROCS: [usize; 5] = [p::MSSENSE, p::CNCPROXY, p::SENSEIR, p::SENSENDR, p::MSMPENG];
+
+/// What one row of the day is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Ordinary,
+    /// A connection of a device's channel (an index into its profile).
+    Channel {
+        device: u32,
+        channel: u16,
+    },
+    /// A retry of a channel's blocked connection (the failing scenario).
+    Retry {
+        device: u32,
+        channel: u16,
+    },
+    Injected {
+        device: u32,
+        kind: Injected,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Injected {
+    C2,
+    Lookalike,
+    Port,
+}
 
 #[derive(Clone, Copy)]
 enum OrdUrl {
@@ -1244,7 +1450,12 @@ struct DayGen<'w> {
     index: u32,
     start: i64,
     active: Vec<usize>,
+    /// The devices online the day before, which the late arrivals come from.
+    previously: Vec<usize>,
     pick: Weighted,
+    /// What each row of the day is, in timestamp order.
+    plan: Vec<Slot>,
+    next: usize,
     url: String,
     remote_ip: String,
     folder: String,
@@ -1255,26 +1466,17 @@ impl<'w> DayGen<'w> {
     fn new(world: &'w World, opts: &SampleOptions, index: u32) -> DayGen<'w> {
         let mut rng = Rng::stream(world.seed, 3, u64::from(index));
         let day = Day(opts.start.0 + index as i32);
-        let weekend = is_weekend(day);
-        let mut active: Vec<usize> = world
-            .devices
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| {
-                let online = match (d.server, weekend) {
-                    (true, _) => 0.99,
-                    (false, false) => 0.92,
-                    (false, true) => 0.30,
-                };
-                // Draw for every device so one device's window does not shift the others.
-                let up = rng.chance(online);
-                up && (d.first_day..=d.last_day).contains(&index)
-            })
-            .map(|(i, _)| i)
-            .collect();
-        if active.is_empty() {
-            active = (0..world.devices.len()).collect();
-        }
+        let active = online_devices(world, &mut rng, index, is_weekend(day));
+        let previously = if index == 0 {
+            Vec::new()
+        } else {
+            online_devices(
+                world,
+                &mut Rng::stream(world.seed, 3, u64::from(index - 1)),
+                index - 1,
+                is_weekend(day.prev()),
+            )
+        };
         let pick = Weighted::new(active.iter().map(|&i| world.devices[i].weight));
         DayGen {
             world,
@@ -1282,7 +1484,10 @@ impl<'w> DayGen<'w> {
             index,
             start: day.start_micros(),
             active,
+            previously,
             pick,
+            plan: Vec::new(),
+            next: 0,
             url: String::with_capacity(128),
             remote_ip: String::with_capacity(48),
             folder: String::with_capacity(128),
@@ -1290,8 +1495,112 @@ impl<'w> DayGen<'w> {
         }
     }
 
-    /// The day's timestamps in ascending order; late arrivals (previous day) come first.
-    fn timestamps(&mut self, rows: u64) -> Vec<i64> {
+    /// Lays out the day: every online device's channels once (or, when they would take more
+    /// than [`DENSE_TELEMETRY_LIMIT`] of the rows, a sample of them of [`TELEMETRY_SHARE`]), more
+    /// channel rows up to [`TELEMETRY_SHARE`], the scenario rows of the day, ordinary rows for
+    /// the rest; shuffled, with the rows that make a scenario kept out of the first `late`
+    /// positions (stamped the day before).
+    fn lay_out(&mut self, rows: u64, late: u64) {
+        let world = self.world;
+        let rows = rows as usize;
+        let scenarios = &world.scenario;
+        let silenced = |d: usize, c: &Channel| {
+            self.index >= scenario::SILENT_FROM && scenarios.group.contains(&d) && SENSOR_PROCS.contains(&c.proc)
+        };
+        let mut channels: Vec<Slot> = Vec::new();
+        for &d in &self.active {
+            for (c, channel) in world.devices[d].profile.iter().enumerate() {
+                if !silenced(d, channel) {
+                    channels.push(Slot::Channel { device: d as u32, channel: c as u16 });
+                }
+            }
+        }
+        let share = (rows as f64 * TELEMETRY_SHARE).round() as usize;
+        let rng = &mut self.rng;
+        let shuffle = |slots: &mut Vec<Slot>, rng: &mut Rng| {
+            for i in (1..slots.len()).rev() {
+                slots.swap(i, rng.index(i + 1));
+            }
+        };
+        let mut plan = channels;
+        if plan.len() as f64 > rows as f64 * DENSE_TELEMETRY_LIMIT {
+            shuffle(&mut plan, rng);
+            plan.truncate(share);
+        }
+        let mut attempts = 0;
+        while plan.len() < share && attempts < 4 * share {
+            attempts += 1;
+            let d = self.active[self.pick.sample(rng)];
+            let profile = &world.devices[d].profile;
+            let c = rng.index(profile.len());
+            if !silenced(d, &profile[c]) {
+                plan.push(Slot::Channel { device: d as u32, channel: c as u16 });
+            }
+        }
+        let mut pinned: Vec<Slot> = Vec::new();
+        let mut inject = |devices: &[usize], kind: Injected, n: usize| {
+            for &d in devices {
+                pinned.extend(std::iter::repeat_n(Slot::Injected { device: d as u32, kind }, n));
+            }
+        };
+        if scenario::C2_DAYS.contains(&self.index) {
+            inject(&scenarios.c2, Injected::C2, scenario::C2_ROWS);
+        }
+        if self.index == scenario::LOOKALIKE_DAY {
+            inject(&scenarios.lookalike, Injected::Lookalike, scenario::LOOKALIKE_ROWS);
+        }
+        if self.index == scenario::PORT_DAY {
+            inject(&scenarios.port, Injected::Port, scenario::PORT_ROWS);
+        }
+        if self.index == scenario::FAILING_DAY {
+            // Blocked connections are retried.
+            for &d in &scenarios.group {
+                for c in 0..world.devices[d].profile.len() {
+                    let retry = Slot::Retry { device: d as u32, channel: c as u16 };
+                    pinned.extend(std::iter::repeat_n(retry, scenario::RETRIES));
+                }
+            }
+        }
+        pinned.truncate(rows);
+        if plan.len() + pinned.len() > rows {
+            shuffle(&mut plan, rng);
+            plan.truncate(rows - pinned.len());
+        }
+        plan.extend(pinned);
+        plan.resize(rows, Slot::Ordinary);
+        shuffle(&mut plan, rng);
+        // The late arrivals are the day before's: telemetry only from devices online then, and
+        // no scenario row (those belong to their day).
+        let failing = self.index == scenario::FAILING_DAY;
+        let previously = &self.previously;
+        let is_pinned = |slot: &Slot| match *slot {
+            Slot::Injected { .. } | Slot::Retry { .. } => true,
+            Slot::Channel { device, .. } => {
+                let d = device as usize;
+                (failing && scenarios.group.contains(&d)) || previously.binary_search(&d).is_err()
+            }
+            Slot::Ordinary => false,
+        };
+        let late = (late as usize).min(rows);
+        let mut free = late;
+        for i in 0..late {
+            if is_pinned(&plan[i]) {
+                while free < rows && is_pinned(&plan[free]) {
+                    free += 1;
+                }
+                if free < rows {
+                    plan.swap(i, free);
+                    free += 1;
+                }
+            }
+        }
+        self.plan = plan;
+        self.next = 0;
+    }
+
+    /// The day's timestamps in ascending order and how many of them, first, are late arrivals
+    /// stamped the previous day.
+    fn timestamps(&mut self, rows: u64) -> (Vec<i64>, u64) {
         let rng = &mut self.rng;
         let late = if self.index == 0 {
             0
@@ -1312,24 +1621,46 @@ impl<'w> DayGen<'w> {
             ts.push(self.start + within);
         }
         ts.sort_unstable();
-        ts
+        (ts, late)
     }
 
     fn push_row(&mut self, ts: i64, c: &mut Cols) {
         let world = self.world;
-        let d = self.active[self.pick.sample(&mut self.rng)];
-        let dev = &world.devices[d];
+        let slot = self.plan.get(self.next).copied().unwrap_or(Slot::Ordinary);
+        self.next += 1;
         self.url.clear();
         self.remote_ip.clear();
         self.additional.clear();
-        let r = self.rng.f64();
-        let ev = if r < TELEMETRY_SHARE {
-            self.telemetry(dev)
-        } else if r < TELEMETRY_SHARE + LOOKALIKE_SHARE {
-            self.lookalike(dev)
-        } else {
-            self.ordinary(dev)
+        let (d, ev) = match slot {
+            Slot::Channel { device, channel } => {
+                let d = device as usize;
+                let channel = world.devices[d].profile[channel as usize];
+                (d, self.channel_event(&world.devices[d], d, channel))
+            }
+            Slot::Retry { device, channel } => {
+                let d = device as usize;
+                let channel = world.devices[d].profile[channel as usize];
+                let mut ev = self.channel_event(&world.devices[d], d, channel);
+                ev.action = "ConnectionFailed";
+                self.additional.clear();
+                ev.additional = false;
+                (d, ev)
+            }
+            Slot::Injected { device, kind } => (device as usize, self.injected(kind)),
+            Slot::Ordinary => {
+                let d = self.active[self.pick.sample(&mut self.rng)];
+                let dev = &world.devices[d];
+                // A silenced sensor's own processes reach nothing at all.
+                let silenced = self.index >= scenario::SILENT_FROM && world.scenario.group.contains(&d);
+                let ev = if self.rng.chance(LOOKALIKE_SHARE) {
+                    self.lookalike(dev, silenced)
+                } else {
+                    self.ordinary(dev, silenced)
+                };
+                (d, ev)
+            }
         };
+        let dev = &world.devices[d];
         let rng = &mut self.rng;
         let spec = &PROCS[ev.proc];
 
@@ -1429,12 +1760,12 @@ impl<'w> DayGen<'w> {
         }
     }
 
-    fn telemetry(&mut self, dev: &Device) -> Event {
+    /// One connection of a device's channel.
+    fn channel_event(&mut self, dev: &Device, device: usize, channel: Channel) -> Event {
         let world = self.world;
         let rng = &mut self.rng;
         let region = &REGIONS[dev.region];
-        let target = choose(rng, &TEL_TARGETS);
-        let host: &str = match target {
+        let host: &str = match channel.target {
             TelTarget::Gateway => region.gateway,
             TelTarget::Vortex => region.vortex,
             TelTarget::V20 => region.v20,
@@ -1446,76 +1777,54 @@ impl<'w> DayGen<'w> {
             TelTarget::IrBlob => &world.ir_blob[dev.region],
             TelTarget::Crl => "crl.microsoft.com",
         };
-        let port = match target {
+        let port = match channel.target {
             TelTarget::Ctldl | TelTarget::Crl => 80,
             _ => 443,
         };
-        let mut cmd = None;
-        let mut fresh = false;
-        let odd = dev.odd_from.is_some_and(|from| self.index >= from) && rng.chance(0.10);
-        let proc = if odd {
-            fresh = true;
-            *rng.pick(&[p::ODD_POWERSHELL, p::ODD_RUNDLL, p::ODD_MSSENSE, p::ODD_PS_SYSTEM32])
-        } else if rng.chance(0.05) {
-            // Management agents that admins expect to touch these hosts now and then.
-            match rng.index(6) {
-                0 => p::CCMEXEC,
-                1 => p::TASKHOSTW,
-                2 => {
-                    cmd = Some(SVCHOST_WUAUSERV);
-                    p::SVCHOST
-                }
-                3 => p::INTUNE,
-                4 => p::SENSECM,
-                _ => p::SENSETVM,
-            }
-        } else {
-            match target {
-                TelTarget::Gateway => choose(
-                    rng,
-                    &[
-                        (p::MSSENSE, 0.55),
-                        (p::CNCPROXY, 0.25),
-                        (p::SENSEIR, 0.08),
-                        (p::SENSENDR, 0.07),
-                        (p::MSMPENG, 0.05),
-                    ],
-                ),
-                TelTarget::Vortex | TelTarget::V20 | TelTarget::Events | TelTarget::SettingsWin => {
-                    let pr = choose(rng, &[(p::SVCHOST, 0.70), (p::MSSENSE, 0.20), (p::COMPATTEL, 0.10)]);
-                    if pr == p::SVCHOST {
-                        cmd = Some(SVCHOST_DIAGTRACK);
-                    }
-                    pr
-                }
-                TelTarget::Ctldl | TelTarget::Crl => {
-                    let pr = choose(rng, &[(p::SVCHOST, 0.75), (p::MSSENSE, 0.15), (p::MSMPENG, 0.10)]);
-                    if pr == p::SVCHOST {
-                        cmd = Some(SVCHOST_CRYPTSVC);
-                    }
-                    pr
-                }
-                TelTarget::Edr => choose(rng, &[(p::MSSENSE, 0.70), (p::CNCPROXY, 0.20), (p::SENSENDR, 0.10)]),
-                TelTarget::Mdav => p::MSMPENG,
-                TelTarget::IrBlob => choose(rng, &[(p::SENSEIR, 0.9), (p::MSSENSE, 0.1)]),
-            }
-        };
-        let action = choose(
+        let mut action = choose(
             rng,
             &[
-                ("ConnectionSuccess", 0.90),
-                ("ConnectionFailed", 0.05),
+                ("ConnectionSuccess", 0.93),
+                ("ConnectionFailed", 0.02),
                 ("ConnectionAttempt", 0.03),
                 ("SslConnectionInspected", 0.015),
                 ("ConnectionRequest", 0.005),
             ],
         );
-        let mut ev = Self::outbound(proc, action, port);
-        ev.cmd = cmd;
-        ev.fresh_process = fresh;
+        if action == "ConnectionSuccess"
+            && self.index == scenario::FAILING_DAY
+            && world.scenario.group.contains(&device)
+        {
+            action = "ConnectionFailed";
+        }
+        let mut ev = Self::outbound(channel.proc, action, port);
+        ev.cmd = channel.cmd;
+        let spelling = dev.proxy_spelling.unwrap_or_else(|| choose(rng, &PLAIN_SPELLINGS));
+        self.spell(host, port, spelling);
+        self.front_door_ip(host);
+        if action == "SslConnectionInspected" {
+            let _ = write!(
+                self.additional,
+                r#"{{"direction":"Out","server_name":"{host}","version":"TLSv13","established":true}}"#
+            );
+            ev.additional = true;
+        }
+        self.finish_outbound(&mut ev);
+        ev
+    }
+
+    /// Microsoft front doors: one stable address per host.
+    fn front_door_ip(&mut self, host: &str) {
+        let h = fx_hash(host.as_bytes());
+        let _ = write!(self.remote_ip, "20.{}.{}.{}", 40 + h % 150, (h >> 8) % 254 + 1, (h >> 16) % 254 + 1);
+    }
+
+    /// Writes `host` into the RemoteUrl buffer in `spelling`.
+    fn spell(&mut self, host: &str, port: i32, spelling: Spelling) {
+        let rng = &mut self.rng;
         let scheme = if port == 80 { "http" } else { "https" };
         let url = &mut self.url;
-        match choose(rng, &SPELLINGS) {
+        match spelling {
             Spelling::Bare => url.push_str(host),
             Spelling::SchemePath => {
                 let _ = write!(url, "{scheme}://{host}/{}/{}", rng.pick(WORDS), rng.below(1_000_000));
@@ -1552,68 +1861,65 @@ impl<'w> DayGen<'w> {
                 let _ = write!(url, "{scheme}://svc:{}@{host}/", rng.below(1_000_000));
             }
         }
-        // Microsoft front doors: one stable address per host.
-        let h = fx_hash(host.as_bytes());
-        let _ = write!(self.remote_ip, "20.{}.{}.{}", 40 + h % 150, (h >> 8) % 254 + 1, (h >> 16) % 254 + 1);
-        if action == "SslConnectionInspected" {
-            let _ = write!(
-                self.additional,
-                r#"{{"direction":"Out","server_name":"{host}","version":"TLSv13","established":true}}"#
-            );
-            ev.additional = true;
+    }
+
+    /// A connection of one of the [`scenario`]s.
+    fn injected(&mut self, kind: Injected) -> Event {
+        let (proc, host, port) = match kind {
+            Injected::C2 => (p::ODD_MSSENSE, scenario::C2_HOST, 443),
+            Injected::Lookalike => (p::ODD_RUNDLL, scenario::LOOKALIKE_HOST, 443),
+            Injected::Port => (p::CNCPROXY, scenario::PORT_HOST, scenario::PORT),
+        };
+        let mut ev = Self::outbound(proc, "ConnectionSuccess", port);
+        ev.fresh_process = kind != Injected::Port;
+        match kind {
+            Injected::C2 => self.url.push_str(scenario::C2_URL),
+            _ => self.url.push_str(host),
+        }
+        if kind == Injected::Lookalike {
+            let rng = &mut self.rng;
+            let _ = write!(self.remote_ip, "45.{}.{}.{}", rng.below(255), rng.below(255), 1 + rng.below(254));
+        } else {
+            self.front_door_ip(host);
         }
         self.finish_outbound(&mut ev);
         ev
     }
 
-    fn lookalike(&mut self, dev: &Device) -> Event {
+    /// A RemoteUrl that mentions a telemetry host without being one: the host a connection goes
+    /// to is someone else's (a suffix, userinfo, a path or query), so neither rule counts it,
+    /// and it is too far from any listed name to be a look-alike.
+    fn lookalike(&mut self, dev: &Device, silenced: bool) -> Event {
         let rng = &mut self.rng;
         let host = if rng.chance(0.6) { REGIONS[dev.region].gateway } else { *rng.pick(&REFERENCE_HOSTS) };
         let url = &mut self.url;
-        match rng.index(14) {
+        match rng.index(8) {
             0 => {
                 let _ = write!(url, "{host}.evil.net");
             }
             1 => {
-                // A doubled letter in the first label: winatp-gw-weuu.microsoft.com.
-                let (first, rest) = host.split_once('.').expect("telemetry hosts have dots");
-                let last = first.chars().last().expect("non-empty label");
-                let _ = write!(url, "{first}{last}.{rest}");
-            }
-            2 => {
                 let _ = write!(url, "https://{host}@evil.example/");
             }
-            3 => {
+            2 => {
                 let _ = write!(url, "https://{host}:443@evil.example/");
             }
-            4 => {
+            3 => {
                 let _ = write!(url, "https://cdn.example.org/redirect/{host}");
             }
-            5 => {
+            4 => {
                 let _ = write!(url, "https://cdn.example.org/?u=https://{host}");
             }
+            5 => {
+                let _ = write!(url, "{host}.cn.example.net");
+            }
             6 => {
-                let _ = write!(url, "winatp-gw-{}.microsoft.com", rng.pick(&["xyz", "eus2", "cus3", "weu2"]));
-            }
-            7 => url.push_str(&host[..host.len() - 1]),
-            8 => {
-                let _ = write!(url, "x{host}");
-            }
-            9 => {
-                let _ = write!(url, "{host}.cn");
-            }
-            10 => url.push_str(&host.replace('-', ".")),
-            11 => {
-                let _ = write!(url, "https://{}/", host.replace(".microsoft.com", ".microsoft.com.evil.net"));
-            }
-            12 => {
-                let _ = write!(url, "http://{host}x/");
+                let _ = write!(url, "https://{host}.evil.net/login");
             }
             _ => {
                 let _ = write!(url, "{}.EVIL.NET", host.to_ascii_uppercase());
             }
         }
-        let proc = self.world.proc_out.sample(rng);
+        let proc = outbound_process(self.world, rng, silenced);
         let _ = write!(
             self.remote_ip,
             "{}.{}.{}.{}",
@@ -1627,7 +1933,7 @@ impl<'w> DayGen<'w> {
         ev
     }
 
-    fn ordinary(&mut self, dev: &Device) -> Event {
+    fn ordinary(&mut self, dev: &Device, silenced: bool) -> Event {
         let world = self.world;
         let action = ACTION_TYPES[action_pick(&mut self.rng)].0;
         let rng = &mut self.rng;
@@ -1724,17 +2030,17 @@ impl<'w> DayGen<'w> {
                 ev
             }
             _ => {
-                let mut ev = self.ordinary_outbound(dev, action);
+                let mut ev = self.ordinary_outbound(dev, action, silenced);
                 self.finish_outbound(&mut ev);
                 ev
             }
         }
     }
 
-    fn ordinary_outbound(&mut self, dev: &Device, action: &'static str) -> Event {
+    fn ordinary_outbound(&mut self, dev: &Device, action: &'static str, silenced: bool) -> Event {
         let world = self.world;
         let rng = &mut self.rng;
-        let mut proc = world.proc_out.sample(rng);
+        let mut proc = outbound_process(world, rng, silenced);
         if dev.server && PROCS[proc].account == Account::User && rng.chance(0.8) {
             // Nobody browses on servers much; their traffic is services.
             proc = choose(rng, &[(p::SVCHOST, 0.5), (p::SQLSERVR, 0.2), (p::W3WP, 0.2), (p::JAVA, 0.1)]);
@@ -1871,6 +2177,16 @@ impl<'w> DayGen<'w> {
     }
 }
 
+/// The process of an ordinary outbound connection; never a sensor process on a silenced device.
+fn outbound_process(world: &World, rng: &mut Rng, silenced: bool) -> usize {
+    let proc = world.proc_out.sample(rng);
+    if silenced && SENSOR_PROCS.contains(&proc) {
+        p::SVCHOST
+    } else {
+        proc
+    }
+}
+
 fn action_pick(rng: &mut Rng) -> usize {
     let total: f64 = ACTION_TYPES.iter().map(|(_, w)| w).sum();
     let mut x = rng.f64() * total;
@@ -1909,7 +2225,8 @@ fn produce(world: &World, opts: &SampleOptions, per_day: &[u64], schema: &Schema
             return;
         }
         let mut day = DayGen::new(world, opts, index);
-        let ts = day.timestamps(rows);
+        let (ts, late) = day.timestamps(rows);
+        day.lay_out(rows, late);
         for chunk in ts.chunks(ROW_GROUP_ROWS) {
             // Fresh, right-sized builders per batch: a finished builder restarts from zero
             // capacity and would regrow (and copy) every buffer.
@@ -2393,21 +2710,56 @@ mod tests {
         assert_eq!(first["RemoteUrl"].as_str(), strings(&batches[0], "RemoteUrl")[0].as_deref());
     }
 
+    /// The spellings of the telemetry hosts, by what they are.
+    fn form_of(url: &str) -> &'static str {
+        if REFERENCE_HOSTS.contains(&url) {
+            "bare"
+        } else if url == url.to_ascii_uppercase() {
+            "upper"
+        } else if url.starts_with(' ') && url.ends_with(' ') {
+            "padded"
+        } else if url.ends_with('.') {
+            "trailing dot"
+        } else if url.starts_with("tcp://") {
+            "tcp port"
+        } else if url.contains('@') {
+            "userinfo"
+        } else if url.starts_with("HTTP") {
+            "mixed case url"
+        } else if url.contains(".:") {
+            "trailing dot url"
+        } else if url.starts_with("https://") || url.starts_with("http://") {
+            if url.contains(":443/") || url.contains(":80/") {
+                "scheme port"
+            } else {
+                "scheme url"
+            }
+        } else if url.ends_with(":443") || url.ends_with(":80") {
+            "host port"
+        } else {
+            "other"
+        }
+    }
+
+    /// The background: telemetry from every online device's channels, every spelling, only
+    /// expected processes and the benign agents of the exclusion rules; look-alike URLs that are
+    /// no telemetry; a proxy's spelling always the same per device.
     #[test]
-    fn telemetry_share_spellings_and_lookalikes() {
+    fn telemetry_background_spellings_and_lookalikes() {
         let dir = tempfile::tempdir().expect("tmp");
         let o = SampleOptions { devices: 400, days: 5, rows: 50_000, seed: 42, ..SampleOptions::default() };
         let summary = generate(&o, dir.path()).expect("generate");
         let reference: std::collections::BTreeSet<&str> = REFERENCE_HOSTS.iter().copied().collect();
-        let (mut rows, mut telemetry, mut empty) = (0usize, 0usize, 0usize);
+        let (mut rows, mut telemetry, mut empty, mut lookalikes) = (0usize, 0usize, 0usize, 0usize);
         let mut forms = std::collections::BTreeMap::<&str, usize>::new();
-        let mut unexpected = 0usize;
+        let mut spelled_by_device = std::collections::BTreeMap::<String, std::collections::BTreeSet<&str>>::new();
+        let mut processes = std::collections::BTreeSet::new();
         for path in &summary.files {
             for batch in read_parquet(path) {
                 let urls = strings(&batch, "RemoteUrl");
                 let files = strings(&batch, "InitiatingProcessFileName");
-                let folders = strings(&batch, "InitiatingProcessFolderPath");
-                for ((url, file), folder) in urls.iter().zip(&files).zip(&folders) {
+                let devices = strings(&batch, "DeviceId");
+                for ((url, file), device) in urls.iter().zip(&files).zip(&devices) {
                     rows += 1;
                     let Some(url) = url.as_deref().filter(|u| !u.is_empty()) else {
                         empty += 1;
@@ -2415,79 +2767,121 @@ mod tests {
                     };
                     let host = normalized_host(url);
                     let lower = url.to_ascii_lowercase();
-                    let contains_ref = reference.iter().any(|h| lower.contains(h));
                     if !reference.contains(host.as_str()) {
-                        if contains_ref || lower.contains("winatp-gw-") {
-                            *forms.entry("lookalike").or_default() += 1;
-                        }
+                        lookalikes += usize::from(reference.iter().any(|h| lower.contains(h)));
                         continue;
                     }
                     telemetry += 1;
-                    let form = if reference.contains(url) {
-                        "bare"
-                    } else if url == url.to_ascii_uppercase() {
-                        "upper"
-                    } else if url.starts_with(' ') && url.ends_with(' ') {
-                        "padded"
-                    } else if url.ends_with('.') {
-                        "trailing dot"
-                    } else if url.starts_with("tcp://") {
-                        "tcp port"
-                    } else if url.contains('@') {
-                        "userinfo"
-                    } else if url.starts_with("HTTP") {
-                        "mixed case url"
-                    } else if url.starts_with("https://") || url.starts_with("http://") {
-                        if url.contains(":443/") || url.contains(":80/") {
-                            "scheme port"
-                        } else {
-                            "scheme url"
-                        }
-                    } else if url.ends_with(":443") || url.ends_with(":80") {
-                        "host port"
-                    } else {
-                        "other"
-                    };
+                    let form = form_of(url);
                     *forms.entry(form).or_default() += 1;
-                    let file = file.as_deref().unwrap_or("");
-                    let folder = folder.as_deref().unwrap_or("");
-                    assert!(folder.is_empty() || folder == folder.to_ascii_lowercase(), "{folder}");
-                    assert!(folder.is_empty() || folder.ends_with(&file.to_ascii_lowercase()), "{folder} / {file}");
-                    let sensor = folder.starts_with(SENSE_DIR) || folder.contains(r"\windows defender\platform\");
-                    let system =
-                        folder.starts_with(r"c:\windows\system32\") && !file.eq_ignore_ascii_case("powershell.exe");
-                    let managed =
-                        folder.starts_with(r"c:\windows\ccm\") || folder.contains("intune management extension");
-                    if !(sensor || system || managed) {
-                        unexpected += 1;
+                    if !matches!(form, "bare" | "scheme url" | "scheme port" | "tcp port" | "userinfo") {
+                        spelled_by_device.entry(device.clone().expect("id")).or_default().insert(form);
                     }
+                    processes.insert(file.clone().expect("file").to_ascii_lowercase());
                 }
             }
         }
         assert_eq!(rows, 50_000);
         let share = telemetry as f64 / rows as f64;
-        assert!((0.025..0.045).contains(&share), "reference telemetry share {share}");
+        assert!((0.15..0.5).contains(&share), "reference telemetry share {share}");
         let empty_share = empty as f64 / rows as f64;
-        assert!((0.33..0.47).contains(&empty_share), "empty RemoteUrl share {empty_share}");
+        assert!((0.2..0.47).contains(&empty_share), "empty RemoteUrl share {empty_share}");
         for form in [
             "bare",
             "upper",
             "mixed case url",
             "padded",
             "trailing dot",
+            "trailing dot url",
             "tcp port",
             "userinfo",
             "scheme url",
             "scheme port",
             "host port",
-            "lookalike",
         ] {
             assert!(forms.get(form).copied().unwrap_or(0) > 0, "no {form} rows: {forms:?}");
         }
         assert_eq!(forms.get("other"), None, "{forms:?}");
-        assert!(forms["bare"] as f64 > 0.7 * telemetry as f64, "{forms:?}");
-        // Unexpected initiators exist but stay rare.
-        assert!(unexpected > 0 && (unexpected as f64) < 0.02 * telemetry as f64, "{unexpected} of {telemetry}");
+        assert!(forms["bare"] as f64 > 0.6 * telemetry as f64, "{forms:?}");
+        assert!(lookalikes > 0);
+        // a proxy logs one spelling per device
+        assert!(!spelled_by_device.is_empty());
+        assert!(spelled_by_device.values().all(|f| f.len() == 1), "{spelled_by_device:?}");
+        // only the sensor, Windows' telemetry services and the benign agents reach the hosts
+        let want: std::collections::BTreeSet<String> = [
+            "ccmexec.exe",
+            "compattelrunner.exe",
+            "microsoft.management.services.intunewindowsagent.exe",
+            "mssense.exe",
+            "sensecm.exe",
+            "sensecncproxy.exe",
+            "senseimdscollector.exe",
+            "sensendr.exe",
+            "svchost.exe",
+            "taskhostw.exe",
+            "wuauclt.exe",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        assert_eq!(processes, want);
+    }
+
+    /// Each scenario happens on its day(s) on its devices, and nowhere else.
+    #[test]
+    fn scenarios_happen_on_their_days_only() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let o = SampleOptions::default();
+        let summary = generate(&o, dir.path()).expect("generate");
+        let devices: std::collections::BTreeMap<&str, Vec<String>> = scenarios(&o).into_iter().collect();
+        assert_eq!(devices["c2"].len(), scenario::C2_DEVICES);
+        assert_eq!(devices["lookalike"].len(), scenario::LOOKALIKE_DEVICES);
+        assert_eq!(devices["port"].len(), scenario::PORT_DEVICES);
+        assert_eq!(devices["group"].len(), scenario::GROUP_DEVICES);
+        let mut c2_days = std::collections::BTreeMap::<Day, std::collections::BTreeSet<String>>::new();
+        let mut lookalike_days = std::collections::BTreeSet::new();
+        let mut port_days = std::collections::BTreeSet::new();
+        let mut group_sensor_days = std::collections::BTreeSet::new();
+        let group: std::collections::BTreeSet<&String> = devices["group"].iter().collect();
+        for path in &summary.files {
+            for batch in read_parquet(path) {
+                let ts = batch.column(0).as_any().downcast_ref::<TimestampMicrosecondArray>().expect("ts");
+                let urls = strings(&batch, "RemoteUrl");
+                let folders = strings(&batch, "InitiatingProcessFolderPath");
+                let ids = strings(&batch, "DeviceId");
+                let ports =
+                    batch.column_by_name("RemotePort").unwrap().as_any().downcast_ref::<Int32Array>().unwrap().clone();
+                for i in 0..batch.num_rows() {
+                    let day = Day::of_micros(ts.value(i));
+                    let (url, folder, id) = (
+                        urls[i].as_deref().unwrap_or(""),
+                        folders[i].as_deref().unwrap_or(""),
+                        ids[i].clone().unwrap(),
+                    );
+                    if folder == r"c:\users\public\libraries\mssense.exe" {
+                        assert_eq!(url, scenario::C2_URL);
+                        c2_days.entry(day).or_default().insert(id.clone());
+                    }
+                    if url == scenario::LOOKALIKE_HOST {
+                        lookalike_days.insert(day);
+                    }
+                    if ports.value(i) == scenario::PORT && normalized_host(url) == scenario::PORT_HOST {
+                        port_days.insert(day);
+                    }
+                    if group.contains(&id) && (folder.starts_with(SENSE_DIR) && folder.ends_with("mssense.exe")) {
+                        group_sensor_days.insert(day);
+                    }
+                }
+            }
+        }
+        let day = |i: u32| Day(o.start.0 + i as i32);
+        let want: std::collections::BTreeSet<String> = devices["c2"].iter().cloned().collect();
+        assert_eq!(c2_days.keys().copied().collect::<Vec<_>>(), scenario::C2_DAYS.map(day));
+        assert!(c2_days.values().all(|d| *d == want));
+        assert_eq!(lookalike_days.into_iter().collect::<Vec<_>>(), [day(scenario::LOOKALIKE_DAY)]);
+        assert_eq!(port_days.into_iter().collect::<Vec<_>>(), [day(scenario::PORT_DAY)]);
+        // the silenced group's sensor stops on its day
+        assert_eq!(group_sensor_days.iter().next_back().copied(), Some(day(scenario::SILENT_FROM - 1)));
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub fn needed_columns(settings: &Settings) -> Vec<&'static str> {
         s::PROCESS_FILE_NAME,
         s::PROCESS_FOLDER_PATH,
         s::PROCESS_COMPANY,
+        // the detectors' evidence names devices and binaries
+        s::DEVICE_NAME,
+        s::PROCESS_SHA1,
     ];
     let rules = &settings.exclusions;
     if rules.iter().any(|r| !r.command_line_contains.is_empty()) {
@@ -44,32 +47,38 @@ pub fn needed_columns(settings: &Settings) -> Vec<&'static str> {
         columns.push(s::REMOTE_IP);
     }
     if !settings.scope.is_everything() {
-        columns.extend([s::DEVICE_NAME, s::MACHINE_GROUP]);
+        columns.push(s::MACHINE_GROUP);
     }
     columns
 }
 
-/// DeviceIds interned per partial: a group holds small ids, so a device seen in many groups
-/// is stored once, and sets are cheap to build, merge and drop.
+/// Strings interned per partial (DeviceIds, process-on-host identities): a group holds small
+/// ids, so a value seen in many groups is stored once, and sets are cheap to build, merge and
+/// drop.
 #[derive(Debug, Default, Clone)]
-pub struct Devices {
+pub struct Interner {
     ids: FxHashMap<Box<str>, u32>,
     names: Vec<Box<str>>,
 }
 
-impl Devices {
-    pub fn intern(&mut self, device: &str) -> u32 {
-        if let Some(&id) = self.ids.get(device) {
+impl Interner {
+    pub fn intern(&mut self, value: &str) -> u32 {
+        if let Some(&id) = self.ids.get(value) {
             return id;
         }
-        let id = u32::try_from(self.names.len()).expect("fewer than 4 billion devices");
-        self.names.push(device.into());
-        self.ids.insert(device.into(), id);
+        let id = u32::try_from(self.names.len()).expect("fewer than 4 billion distinct values");
+        self.names.push(value.into());
+        self.ids.insert(value.into(), id);
         id
     }
 
     pub fn name(&self, id: u32) -> &str {
         &self.names[id as usize]
+    }
+
+    /// This interner's id for each of `other`'s ids, interning what is new.
+    fn absorb(&mut self, other: &Interner) -> Vec<u32> {
+        other.names.iter().map(|name| self.intern(name)).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -121,6 +130,119 @@ pub struct HostAgg {
 /// and the exclusion rule (index into the settings) that tagged the rows.
 pub type ProcessKey = (Day, Box<str>, Box<str>, Box<str>, Box<str>, Option<usize>);
 
+/// The spellings of a reference host that the reference query misses (bit flags).
+pub mod spelling {
+    pub const CASE: u8 = 1;
+    pub const PORT: u8 = 2;
+    pub const TRAILING_DOT: u8 = 4;
+    pub const WHITESPACE: u8 = 8;
+    pub const PATH: u8 = 16;
+    pub const NO_SCHEME: u8 = 32;
+    pub const USERINFO: u8 = 64;
+    /// None of the above (a malformed scheme, say).
+    pub const OTHER: u8 = 128;
+    /// Flag and name, in the order names are joined (`case+port`).
+    pub const NAMES: [(u8, &str); 8] = [
+        (CASE, "case"),
+        (PORT, "port"),
+        (TRAILING_DOT, "trailing-dot"),
+        (WHITESPACE, "whitespace"),
+        (PATH, "path"),
+        (NO_SCHEME, "no-scheme"),
+        (USERINFO, "userinfo"),
+        (OTHER, "other"),
+    ];
+
+    /// What in `url` (whose normalized host is a reference host that the reference query does
+    /// not match) hides it from the reference query.
+    pub fn of(url: &str) -> u8 {
+        let mut flags = 0;
+        if url.trim() != url {
+            flags |= WHITESPACE;
+        }
+        let url = url.trim();
+        let Some(domain) = crate::hunt::host::kql_domain(url) else {
+            return flags | OTHER;
+        };
+        if url.contains("//") {
+            if !url.contains("://") || url.starts_with("//") {
+                flags |= NO_SCHEME;
+            }
+            if domain.contains('@') {
+                flags |= USERINFO;
+            }
+        } else {
+            if url.contains('/') {
+                flags |= PATH;
+            }
+            let host_part = url.split('/').next().unwrap_or(url);
+            if host_part.contains(':') {
+                flags |= PORT;
+            }
+        }
+        let host_part = domain.split(['/', ':']).next().unwrap_or(domain);
+        if host_part.bytes().any(|c| c.is_ascii_uppercase()) {
+            flags |= CASE;
+        }
+        if host_part.ends_with('.') {
+            flags |= TRAILING_DOT;
+        }
+        if flags == 0 {
+            OTHER
+        } else {
+            flags
+        }
+    }
+
+    /// `case+port`, or "" for none.
+    pub fn name(flags: u8) -> String {
+        NAMES.iter().filter(|(f, _)| flags & f != 0).map(|(_, n)| *n).collect::<Vec<_>>().join("+")
+    }
+}
+
+/// Key of the device activity the detectors read: day, device, process-on-host identity (an
+/// [`Interner`] id of [`activity_identity`]), RemotePort, the spelling flags of a reference
+/// host the reference query missed, and the exclusion rule that tagged the rows.
+pub type ActivityKey = (Day, u32, u32, Option<i32>, u8, Option<usize>);
+
+/// Events and `ConnectionFailed` events of one activity key.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ActivityAgg {
+    pub events: u64,
+    pub failed: u64,
+}
+
+/// The fields of a process-on-host identity, in [`activity_identity`] order.
+pub const IDENTITY_FIELDS: usize = 5;
+
+/// Host, lowercase file name, lowercase folder, SHA1 and company as one string: each field is its
+/// byte length, `:`, then its bytes, so no value can be mistaken for a separator.
+pub fn activity_identity(out: &mut String, fields: [&str; IDENTITY_FIELDS], lowercase: [bool; IDENTITY_FIELDS]) {
+    use std::fmt::Write as _;
+    out.clear();
+    for (value, lower) in fields.into_iter().zip(lowercase) {
+        let _ = write!(out, "{}:", value.len());
+        if lower {
+            out.extend(value.chars().map(|c| c.to_ascii_lowercase()));
+        } else {
+            out.push_str(value);
+        }
+    }
+}
+
+/// The fields of an identity written by [`activity_identity`].
+pub fn identity_fields(identity: &str) -> [&str; IDENTITY_FIELDS] {
+    let mut fields = [""; IDENTITY_FIELDS];
+    let mut rest = identity;
+    for field in &mut fields {
+        let Some((length, tail)) = rest.split_once(':') else { break };
+        let length: usize = length.parse().unwrap_or(0).min(tail.len());
+        *field = &tail[..length];
+        rest = &tail[length..];
+    }
+    fields
+}
+
 /// Row counts the run record reports.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct HuntCounts {
@@ -147,8 +269,15 @@ pub struct Partial {
     /// Devices with a `ConnectionFailed` per (day, host).
     pub failed: FxHashMap<(Day, Box<str>), FxHashSet<u32>>,
     /// The DeviceIds the groups refer to.
-    pub devices: Devices,
+    pub devices: Interner,
     pub processes: FxHashMap<ProcessKey, GroupAgg>,
+    /// Per device: what it reached through which process, for the detectors (telemetry and
+    /// look-alike hosts).
+    pub activity: FxHashMap<ActivityKey, ActivityAgg>,
+    /// The process-on-host identities `activity` refers to.
+    pub identities: Interner,
+    /// The DeviceName of each device id (the smallest seen, so merging in any order agrees).
+    pub device_names: FxHashMap<u32, Box<str>>,
     pub counts: HuntCounts,
 }
 
@@ -167,6 +296,16 @@ fn merge_maps<K: std::hash::Hash + Eq, V>(
     }
 }
 
+fn set_min_name(names: &mut FxHashMap<u32, Box<str>>, device: u32, name: &str) {
+    match names.get_mut(&device) {
+        Some(current) if name < current.as_ref() => *current = name.into(),
+        Some(_) => {}
+        None => {
+            names.insert(device, name.into());
+        }
+    }
+}
+
 fn entry<'m, K: std::hash::Hash + Eq, V: Default>(
     map: &'m mut FxHashMap<K, V>,
     probe: impl FnOnce() -> K,
@@ -181,8 +320,10 @@ impl Partial {
         if other.devices.len() > self.devices.len() {
             std::mem::swap(&mut self, &mut other);
         }
+        let identity_map = self.identities.absorb(&other.identities);
+        let mut device_map: Vec<u32> = Vec::new();
         if !other.devices.is_empty() {
-            let map: Vec<u32> = other.devices.names.iter().map(|name| self.devices.intern(name)).collect();
+            let map: Vec<u32> = self.devices.absorb(&other.devices);
             for agg in other
                 .daily_kql
                 .values_mut()
@@ -197,6 +338,16 @@ impl Partial {
             for set in other.failed.values_mut() {
                 *set = set.iter().map(|&d| map[d as usize]).collect();
             }
+            device_map = map;
+        }
+        for ((day, device, identity, port, spelled, excluded), agg) in other.activity {
+            let key = (day, device_map[device as usize], identity_map[identity as usize], port, spelled, excluded);
+            let into = self.activity.entry(key).or_default();
+            into.events += agg.events;
+            into.failed += agg.failed;
+        }
+        for (device, name) in other.device_names {
+            set_min_name(&mut self.device_names, device_map[device as usize], &name);
         }
         merge_maps(&mut self.daily_kql, other.daily_kql, GroupAgg::merge);
         merge_maps(&mut self.daily_normalized, other.daily_normalized, GroupAgg::merge);
@@ -243,13 +394,15 @@ impl Partial {
         let (command_line, parent, machine_group) =
             (text(col::PROCESS_COMMAND_LINE), text(col::PROCESS_PARENT), text(col::MACHINE_GROUP));
         let remote_port = batch.column(col::REMOTE_PORT).as_primitive::<Int32Type>();
+        let sha1 = text(col::PROCESS_SHA1);
         let scoped = !settings.scope.is_everything();
+        let mut identity = String::with_capacity(160);
 
         for row in 0..batch.num_rows() {
             let weight = events.map_or(1, |e| e[row]);
             self.counts.rows_hunted += weight;
             let class = settings.hosts.classify(get(remote_url, row));
-            if !class.kql_reference && class.host.is_none() {
+            if !class.kql_reference && class.host.is_none() && class.lookalike.is_none() {
                 continue;
             }
             if scoped && !settings.scope.admits(get(machine_group, row), get(device_name, row)) {
@@ -276,17 +429,8 @@ impl Partial {
             if evading {
                 self.counts.rows_evading += weight;
             }
-            let Some(host) = class.host else { continue };
-            self.counts.rows_telemetry += weight;
-            let host_agg = entry(&mut self.hosts, || (day, host.as_ref().into(), action.into()));
-            host_agg.group.add(device, weight);
-            if remote_port.is_valid(row) {
-                host_agg.ports.insert(remote_port.value(row));
-            }
-            host_agg.evasion_events += if evading { weight } else { 0 };
-            if action == "ConnectionFailed" {
-                entry(&mut self.failed, || (day, host.as_ref().into())).insert(device);
-            }
+            let port = remote_port.is_valid(row).then(|| remote_port.value(row));
+            let failed = action == "ConnectionFailed";
             let fields = ProcessFields {
                 file_name: get(file_name, row),
                 folder_path: get(folder_path, row),
@@ -294,6 +438,43 @@ impl Partial {
                 parent_file_name: get(parent, row),
                 remote_ip: get(remote_ip, row),
             };
+            let mut activity = |identity_host: &str, spelled: u8, excluded: Option<usize>, this: &mut Partial| {
+                activity_identity(
+                    &mut identity,
+                    [
+                        identity_host,
+                        fields.file_name.unwrap_or(""),
+                        fields.folder_path.unwrap_or(""),
+                        get(sha1, row).unwrap_or(""),
+                        get(company, row).unwrap_or(""),
+                    ],
+                    [false, true, true, false, false],
+                );
+                let id = this.identities.intern(&identity);
+                let agg = this.activity.entry((day, device, id, port, spelled, excluded)).or_default();
+                agg.events += weight;
+                agg.failed += if failed { weight } else { 0 };
+                if let Some(name) = get(device_name, row) {
+                    set_min_name(&mut this.device_names, device, name);
+                }
+            };
+            let Some(host) = class.host else {
+                // A look-alike: the detectors' evidence only, never a telemetry row.
+                if let Some(lookalike) = class.lookalike.as_deref() {
+                    activity(lookalike, 0, first_exclusion(&settings.exclusions, &fields), self);
+                }
+                continue;
+            };
+            self.counts.rows_telemetry += weight;
+            let host_agg = entry(&mut self.hosts, || (day, host.as_ref().into(), action.into()));
+            host_agg.group.add(device, weight);
+            if remote_port.is_valid(row) {
+                host_agg.ports.insert(remote_port.value(row));
+            }
+            host_agg.evasion_events += if evading { weight } else { 0 };
+            if failed {
+                entry(&mut self.failed, || (day, host.as_ref().into())).insert(device);
+            }
             // An expected process needs no excuse: exclusions only tag the unexpected ones.
             let expected = expected_by(
                 &settings.expected,
@@ -306,6 +487,8 @@ impl Partial {
             if let Some(rule) = excluded {
                 *self.counts.excluded_by_rule.entry(rule).or_default() += weight;
             }
+            let spelled = if evading { spelling::of(get(remote_url, row).unwrap_or("")) } else { 0 };
+            activity(&host, spelled, excluded, self);
             let lower = |v: Option<&str>| -> Box<str> { v.unwrap_or("").to_ascii_lowercase().into() };
             let key: ProcessKey = (
                 day,
@@ -349,6 +532,36 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::source::canonical::{RowBuilder, RowValues};
+
+    #[test]
+    fn spellings_that_hide_a_host_from_the_reference_query_are_named() {
+        let gw = "winatp-gw-weu.microsoft.com";
+        for (url, want) in [
+            ("WINATP-GW-WEU.MICROSOFT.COM".to_string(), "case"),
+            (format!("{gw}:443"), "port"),
+            ("WINATP-GW-WEU.MICROSOFT.COM:443".to_string(), "case+port"),
+            (format!("{gw}."), "trailing-dot"),
+            (format!(" {gw} "), "whitespace"),
+            (format!("{gw}/path"), "path"),
+            (format!("//{gw}/x"), "no-scheme"),
+            (format!("https://svc@{gw}/"), "userinfo"),
+            ("HTTPS://Winatp-Gw-Weu.Microsoft.Com/x".to_string(), "case"),
+            (format!("https://{gw}.:443/x"), "trailing-dot"),
+            (format!("1http://{gw}/"), "other"),
+        ] {
+            assert_eq!(spelling::name(spelling::of(&url)), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn identities_keep_any_value_apart() {
+        let mut text = String::new();
+        activity_identity(&mut text, ["h:1", "A.EXE", "c:\\x\\", "", "Co"], [false, true, true, false, false]);
+        assert_eq!(identity_fields(&text), ["h:1", "a.exe", "c:\\x\\", "", "Co"]);
+        // a value holding the separator cannot shift the fields
+        activity_identity(&mut text, ["3:abc", "", "", "", ""], [false; IDENTITY_FIELDS]);
+        assert_eq!(identity_fields(&text), ["3:abc", "", "", "", ""]);
+    }
 
     /// Rows (device, action, url, port, process), and how often each occurs.
     const ROWS: &[(&str, &str, &str, i32, &str, u64)] = &[

@@ -11,6 +11,8 @@ use std::borrow::Cow;
 
 use rustc_hash::FxHashSet;
 
+use super::lookalike::Lookalikes;
+
 /// How RemoteUrl is turned into the host compared with the lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -253,6 +255,11 @@ impl HostList {
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.suffixes.is_empty()
     }
+
+    /// The exact (non-suffix) entries.
+    pub fn exact_names(&self) -> impl Iterator<Item = &str> {
+        self.exact.iter().map(String::as_str)
+    }
 }
 
 /// Where a row's host stands against the lists.
@@ -264,6 +271,9 @@ pub struct HostMatch<'a> {
     pub host: Option<Cow<'a, str>>,
     /// The normalized host is on the reference list.
     pub normalized_reference: bool,
+    /// The normalized host when it is on no list but looks like a Defender for Endpoint host
+    /// (only when look-alikes are being looked for, see [`HostMatcher::with_lookalikes`]).
+    pub lookalike: Option<Cow<'a, str>>,
 }
 
 impl HostMatch<'_> {
@@ -289,6 +299,7 @@ pub struct HostMatcher {
     extra: HostList,
     /// All three lists in one, for bare host names, which every rule leaves unchanged.
     any: HostList,
+    lookalikes: Option<Lookalikes>,
 }
 
 impl HostMatcher {
@@ -303,19 +314,36 @@ impl HostMatcher {
             reference: HostList::new(reference.iter().map(String::as_str), false),
             extra: HostList::new(extra, false),
             any,
+            lookalikes: None,
         }
+    }
+
+    /// Also reports hosts on no list that look like listed ones (by `patterns`, or within
+    /// `max_distance` edits of a listed exact name), for the look-alike detector.
+    pub fn with_lookalikes<'a>(mut self, patterns: impl IntoIterator<Item = &'a str>, max_distance: usize) -> Self {
+        let listed: Vec<String> = self.any.exact_names().map(str::to_string).collect();
+        self.lookalikes = Some(Lookalikes::new(patterns, listed.iter().map(String::as_str), max_distance));
+        self
+    }
+
+    pub fn lookalikes(&self) -> Option<&Lookalikes> {
+        self.lookalikes.as_ref()
     }
 
     /// Classifies one RemoteUrl value (`None` = null).
     pub fn classify<'a>(&self, remote_url: Option<&'a str>) -> HostMatch<'a> {
         let Some(url) = remote_url else {
-            return HostMatch { kql_reference: false, host: None, normalized_reference: false };
+            return HostMatch { kql_reference: false, host: None, normalized_reference: false, lookalike: None };
         };
         let kql_reference = kql_domain(url).is_some_and(|d| self.reference_verbatim.contains(d));
         let host = normalized_host(url);
         let normalized_reference = host.as_deref().is_some_and(|h| self.reference.contains(h));
         let listed = normalized_reference || host.as_deref().is_some_and(|h| self.extra.contains(h));
-        HostMatch { kql_reference, host: if listed { host } else { None }, normalized_reference }
+        if listed {
+            return HostMatch { kql_reference, host, normalized_reference, lookalike: None };
+        }
+        let lookalike = host.filter(|h| self.lookalikes.as_ref().is_some_and(|l| l.matches(h)));
+        HostMatch { kql_reference, host: None, normalized_reference, lookalike }
     }
 
     /// Whether a row with this RemoteUrl can matter to any table: the cheap test the sources
@@ -326,10 +354,10 @@ impl HostMatcher {
         let bytes = remote_url.as_bytes();
         let bare = bytes.last().is_some_and(|&c| c != b'.') && bytes.iter().all(|&c| BARE_HOST_BYTE[c as usize]);
         if bare {
-            return self.any.contains(remote_url);
+            return self.any.contains(remote_url) || self.lookalikes.as_ref().is_some_and(|l| l.matches(remote_url));
         }
         let m = self.classify(Some(remote_url));
-        m.kql_reference || m.host.is_some()
+        m.kql_reference || m.host.is_some() || m.lookalike.is_some()
     }
 }
 
@@ -439,9 +467,11 @@ mod tests {
     /// The fast path of `is_relevant` agrees with the full classification.
     #[test]
     fn relevance_fast_path_agrees_with_classify() {
-        let m = matcher();
+        let m = matcher().with_lookalikes(["winatp-gw-*.microsoft.com"], 2);
         let hosts = [
             "winatp-gw-weu.microsoft.com",
+            "winatp-gw-xyz.microsoft.com",
+            "winatp-gw-weu.rnicrosoft.com",
             "edr-weu.eu.endpoint.security.microsoft.com",
             "crl.microsoft.com",
             "www.bing.com",
@@ -468,7 +498,8 @@ mod tests {
                 for variant in [host.to_string(), host.to_ascii_uppercase()] {
                     let url = shape.replace("{}", &variant);
                     let full = m.classify(Some(&url));
-                    assert_eq!(m.is_relevant(&url), full.kql_reference || full.host.is_some(), "{url:?}");
+                    let relevant = full.kql_reference || full.host.is_some() || full.lookalike.is_some();
+                    assert_eq!(m.is_relevant(&url), relevant, "{url:?}");
                 }
             }
         }
@@ -496,6 +527,31 @@ mod tests {
         }
         assert_eq!(normalized_host("[]"), None);
         assert_eq!(normalized_host("https:// . /"), None);
+    }
+
+    #[test]
+    fn lookalikes_are_found_in_any_spelling_and_only_when_asked_for() {
+        let plain = matcher();
+        assert_eq!(plain.classify(Some("winatp-gw-weu.rnicrosoft.com")).lookalike, None);
+        let m = matcher().with_lookalikes(["winatp-gw-*.microsoft.com"], 2);
+        for url in [
+            "winatp-gw-weu.rnicrosoft.com",
+            "HTTPS://WINATP-GW-WEU.RNICROSOFT.COM:443/x",
+            " winatp-gw-weu.rnicrosoft.com. ",
+        ] {
+            let class = m.classify(Some(url));
+            assert_eq!(class.lookalike.as_deref(), Some("winatp-gw-weu.rnicrosoft.com"), "{url}");
+            assert!(class.host.is_none() && !class.kql_reference);
+        }
+        assert_eq!(
+            m.classify(Some("winatp-gw-xyz.microsoft.com")).lookalike.as_deref(),
+            Some("winatp-gw-xyz.microsoft.com")
+        );
+        // listed hosts are never look-alikes, and unrelated hosts are not either
+        assert_eq!(m.classify(Some(GW)).lookalike, None);
+        assert_eq!(m.classify(Some("www.bing.com")).lookalike, None);
+        assert!(m.is_relevant("winatp-gw-weu.rnicrosoft.com"));
+        assert!(!m.is_relevant("www.bing.com"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod aggregate;
 pub mod host;
+pub mod lookalike;
 pub mod rules;
 
 pub use aggregate::{HuntCounts, Partial};

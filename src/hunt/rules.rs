@@ -72,6 +72,16 @@ pub fn expected_by<'r>(
     })
 }
 
+/// The folder prefix of `entry` that `folder_path` runs under: how a process expected there is
+/// named whatever platform-version subfolder it runs from today.
+pub fn matched_folder_prefix<'e>(entry: &'e CompiledExpected, folder_path: &str) -> Option<&'e str> {
+    entry
+        .folder_prefixes
+        .iter()
+        .find(|p| folder_starts_with_any(Some(folder_path), std::slice::from_ref(*p)))
+        .map(String::as_str)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

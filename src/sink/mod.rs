@@ -1,11 +1,12 @@
 //! Where results go: the results store (tables per UTC day, Parquet and JSON lines, on a local
-//! folder or a blob container, published by commit under a lock), their Sentinel schema and the
-//! terminal summary.
+//! folder or a blob container, published by commit under a lock), their Sentinel schema, the HTML
+//! report and the terminal summary.
 
 pub mod blob;
 pub mod commit;
 pub mod local;
 pub mod lock;
+pub mod report;
 pub mod results;
 pub mod schema;
 pub mod sentinel;

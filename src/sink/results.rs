@@ -49,6 +49,17 @@ impl Results {
         self.write_at(&day_prefix(table.name, day), PART, table)
     }
 
+    /// Writes one table for one day as Parquet only: for tables that only this job reads back,
+    /// whose JSON lines would be many times larger.
+    pub fn write_day_parquet(&self, table: &Table, day: Day) -> Result<(), SinkError> {
+        self.put(&format!("{}{PART}.parquet", day_prefix(table.name, day)), encode_parquet(table)?)
+    }
+
+    /// Writes one object, staged like the tables.
+    pub fn put(&self, path: &str, bytes: Bytes) -> Result<(), SinkError> {
+        Ok(self.store.put(&format!("{}{path}", self.staging.as_deref().unwrap_or("")), bytes)?)
+    }
+
     /// Writes a table as `<prefix><stem>.parquet` and `<prefix><stem>.jsonl`.
     pub fn write_at(&self, prefix: &str, stem: &str, table: &Table) -> Result<(), SinkError> {
         let parquet = encode_parquet(table)?;
@@ -68,20 +79,43 @@ impl Results {
         day: Day,
     ) -> Result<Option<Table>, SinkError> {
         let path = format!("{}{PART}.parquet", day_prefix(name, day));
-        let pending = super::commit::pending(self.store.as_ref())?;
-        let Some(bytes) = super::commit::resolve(self.store.as_ref(), &pending, &path)? else { return Ok(None) };
+        // This run's own writes first: the detectors read the earlier days of the same run.
+        let staged = match &self.staging {
+            Some(staging) => self.store.get(&format!("{staging}{path}"))?,
+            None => None,
+        };
+        let bytes = match staged {
+            Some(bytes) => bytes,
+            None => {
+                let pending = super::commit::pending(self.store.as_ref())?;
+                let Some(bytes) = super::commit::resolve(self.store.as_ref(), &pending, &path)? else {
+                    return Ok(None);
+                };
+                bytes
+            }
+        };
         decode_parquet(name, columns, bytes).map(Some).map_err(|message| SinkError::Decode { path, message })
     }
 
-    /// The days a table holds (committed), sorted.
+    /// The days a table holds (committed, and staged by this run), sorted.
     pub fn days(&self, table: &str) -> Result<Vec<Day>, SinkError> {
         let prefix = format!("{table}/day=");
         let pending = super::commit::pending(self.store.as_ref())?;
+        let staged: Vec<String> = match &self.staging {
+            Some(staging) => self
+                .store
+                .list(&format!("{staging}{prefix}"))?
+                .into_iter()
+                .filter_map(|path| path.strip_prefix(staging.as_str()).map(str::to_string))
+                .collect(),
+            None => Vec::new(),
+        };
         let mut days: Vec<Day> = self
             .store
             .list(&prefix)?
             .iter()
             .chain(pending.iter().flat_map(|record| record.objects.iter()))
+            .chain(staged.iter())
             .filter(|path| path.starts_with(&prefix))
             .filter_map(|path| path[prefix.len()..].split('/').next().and_then(Day::parse))
             .collect();

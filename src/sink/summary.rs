@@ -10,6 +10,8 @@ use crate::time::Day;
 
 /// How many days the terminal table shows; the tables on disk hold them all.
 const SHOWN_DAYS: usize = 14;
+/// How many findings the terminal lists; the findings table and the report hold them all.
+const SHOWN_FINDINGS: usize = 12;
 
 fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -95,9 +97,49 @@ pub fn render(outcome: &RunOutcome, mode: MatchMode, results: &str) -> String {
     for (reason, n) in &stats.rejects.by_reason {
         let _ = writeln!(s, "    rejected {}: {reason}", thousands(*n));
     }
+    findings(&mut s, outcome);
     let _ = writeln!(
         s,
-        "Results in {results} (MdeTelemetryDaily, MdeTelemetryHosts, MdeTelemetryProcesses, MdeTelemetryRuns)"
+        "Results in {results} (MdeTelemetryDaily, MdeTelemetryHosts, MdeTelemetryProcesses, MdeTelemetryDeviceHosts, \
+         MdeTelemetryFindings, MdeTelemetryRuns); report: {}/report.html",
+        results.trim_end_matches('/')
     );
     s
+}
+
+fn findings(s: &mut String, outcome: &RunOutcome) {
+    use crate::detect::Severity;
+    let all = &outcome.findings;
+    let count = |severity: Severity| all.iter().filter(|f| f.severity == severity).count();
+    let _ = writeln!(
+        s,
+        "Findings: {} ({} High, {} Medium, {} Low, {} Informational)",
+        all.len(),
+        count(Severity::High),
+        count(Severity::Medium),
+        count(Severity::Low),
+        count(Severity::Informational)
+    );
+    let mut sorted: Vec<_> = all.iter().collect();
+    sorted.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(b.score.unwrap_or(0.0).abs().total_cmp(&a.score.unwrap_or(0.0).abs()))
+            .then(a.day.cmp(&b.day))
+    });
+    for f in sorted.iter().take(SHOWN_FINDINGS) {
+        let subject = f.remote_host.clone().or_else(|| f.action_type.clone()).unwrap_or_else(|| f.method.to_string());
+        let process = f.process.as_ref().map_or(String::new(), |p| format!("  {}", p.file_name));
+        let devices = if f.devices.is_empty() { String::new() } else { format!("  {} device(s)", f.devices.len()) };
+        let _ = writeln!(
+            s,
+            "  {:<13} {}  {:<22} {subject}{process}{devices}",
+            f.severity.as_str(),
+            f.day,
+            f.finding_type.as_str()
+        );
+    }
+    if sorted.len() > SHOWN_FINDINGS {
+        let _ = writeln!(s, "  ({} more in MdeTelemetryFindings and the report)", sorted.len() - SHOWN_FINDINGS);
+    }
 }

@@ -17,6 +17,7 @@ pub const HOSTS: &str = "MdeTelemetryHosts";
 pub const PROCESSES: &str = "MdeTelemetryProcesses";
 pub const RUNS: &str = "MdeTelemetryRuns";
 pub const FINDINGS: &str = "MdeTelemetryFindings";
+pub const DEVICE_HOSTS: &str = "MdeTelemetryDeviceHosts";
 
 pub const DAILY_COLUMNS: &[(&str, T)] =
     &[("Day", T::Day), ("ActionType", T::Text), ("Connections", T::Int), ("Events", T::Int), ("MatchMode", T::Text)];
@@ -43,6 +44,29 @@ pub const PROCESSES_COLUMNS: &[(&str, T)] = &[
     ("Events", T::Int),
     ("Expected", T::Bool),
     ("ExpectedBy", T::Text),
+];
+
+/// What each device reached through which process: the detectors' history and evidence
+/// (telemetry hosts and look-alike hosts; one row per day × device × host × process × port ×
+/// spelling × exclusion rule).
+pub const DEVICE_HOSTS_COLUMNS: &[(&str, T)] = &[
+    ("Day", T::Day),
+    ("DeviceId", T::Text),
+    ("DeviceName", T::Text),
+    ("RemoteHost", T::Text),
+    // false: a look-alike of a listed host, not a telemetry host
+    ("Listed", T::Bool),
+    ("RemotePort", T::Int),
+    ("InitiatingProcessFileName", T::Text),
+    ("InitiatingProcessFolderPath", T::Text),
+    ("InitiatingProcessSHA1", T::Text),
+    ("InitiatingProcessVersionInfoCompanyName", T::Text),
+    // allow-list:<file>, exclusion:<rule>, or "" (unexpected)
+    ("ExpectedBy", T::Text),
+    // How the RemoteUrl hid a reference host from the reference query (`case+port`), or "".
+    ("Spelling", T::Text),
+    ("Events", T::Int),
+    ("FailedEvents", T::Int),
 ];
 
 /// One row per finding (DESIGN §4). The detectors fill it; the Sentinel table, the workbook and
@@ -135,6 +159,10 @@ pub const RUNS_COLUMNS: &[(&str, T)] = &[
     ("SentinelRowsUnsendable", T::Int),
     ("SentinelOutboxLeft", T::Int),
     ("SentinelErrors", T::Json),
+    // The detectors: findings of the run's days, in all, by severity and by type.
+    ("Findings", T::Int),
+    ("FindingsBySeverity", T::Json),
+    ("FindingsByType", T::Json),
 ];
 
 /// A result table as the results store and Sentinel know it.
@@ -241,6 +269,69 @@ pub fn processes(partial: &Partial, settings: &Settings, day: Day) -> Table {
     table
 }
 
+/// The detectors' per-device table for one day. What depends on the process-on-host identity
+/// alone (the allow-list verdict, whether the host is listed) is worked out once per identity,
+/// and rows are sorted by reference, so a busy day costs little more than its cells.
+pub fn device_hosts(partial: &Partial, settings: &Settings, day: Day) -> Table {
+    use crate::hunt::aggregate::{identity_fields, spelling};
+    struct Identity<'p> {
+        fields: [&'p str; 5],
+        allowed: Option<String>,
+        listed: bool,
+    }
+    let mut identities: rustc_hash::FxHashMap<u32, Identity<'_>> = rustc_hash::FxHashMap::default();
+    let mut rows = Vec::new();
+    for ((_, device, identity, port, spelled, excluded), agg) in partial.activity.iter().filter(|(k, _)| k.0 == day) {
+        let id = identities.entry(*identity).or_insert_with(|| {
+            let fields = identity_fields(partial.identities.name(*identity));
+            let [host, file, folder, _, _] = fields;
+            Identity {
+                fields,
+                allowed: expected_by(&settings.expected, file, folder, host)
+                    .map(|e| format!("allow-list:{}", e.file_name)),
+                listed: settings.hosts.classify(Some(host)).host.is_some(),
+            }
+        });
+        rows.push((partial.devices.name(*device), id.fields, *port, *spelled, *excluded, *device, *identity, *agg));
+    }
+    rows.sort_by(|a, b| (a.0, a.1, a.2, a.3, a.4).cmp(&(b.0, b.1, b.2, b.3, b.4)));
+    let mut table = Table::new(DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS);
+    for (device_id, [host, file, folder, sha1, company], port, spelled, excluded, device, identity, agg) in rows {
+        let id = &identities[&identity];
+        let expected_by = match (&id.allowed, excluded) {
+            (Some(allowed), _) => allowed.clone(),
+            (None, Some(rule)) => format!("exclusion:{}", settings.exclusions[rule].name),
+            (None, None) => String::new(),
+        };
+        table.push(vec![
+            Cell::Day(day),
+            Cell::from(device_id),
+            Cell::from(partial.device_names.get(&device).map_or("", |n| n.as_ref())),
+            Cell::from(host),
+            Cell::from(id.listed),
+            port.map_or(Cell::Null, |p| Cell::Int(i64::from(p))),
+            Cell::from(file),
+            Cell::from(folder),
+            Cell::from(sha1),
+            Cell::from(company),
+            Cell::from(expected_by),
+            Cell::from(spelling::name(spelled)),
+            Cell::from(agg.events),
+            Cell::from(agg.failed),
+        ]);
+    }
+    table
+}
+
+/// The findings of one day, in the detectors' order.
+pub fn findings(findings: &[crate::detect::Finding], run_ids: &[String], max_listed: usize) -> Table {
+    let mut table = Table::new(FINDINGS, FINDINGS_COLUMNS);
+    for (finding, run_id) in findings.iter().zip(run_ids) {
+        table.push(finding.to_row(run_id, max_listed));
+    }
+    table
+}
+
 /// Everything the run record says.
 #[derive(Debug, Clone, Default)]
 pub struct RunRecord {
@@ -264,6 +355,9 @@ pub struct RunRecord {
     pub durations_ms: BTreeMap<&'static str, u64>,
     pub query: Option<crate::source::log_analytics::QueryStats>,
     pub delivery: Option<crate::sink::sentinel::Delivery>,
+    /// Findings of the run's days, by severity and by type.
+    pub findings_by_severity: BTreeMap<String, u64>,
+    pub findings_by_type: BTreeMap<String, u64>,
 }
 
 impl RunRecord {
@@ -334,6 +428,9 @@ impl RunRecord {
             row.push(value.map_or(Cell::Null, Cell::from));
         }
         row.push(d.map_or(Cell::Null, |d| Cell::Json(json!(d.errors))));
+        row.push(Cell::from(self.findings_by_type.values().sum::<u64>()));
+        row.push(Cell::Json(json!(self.findings_by_severity)));
+        row.push(Cell::Json(json!(self.findings_by_type)));
         table
     }
 }

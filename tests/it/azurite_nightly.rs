@@ -406,8 +406,39 @@ pub fn blob_table(files: &BTreeMap<String, Bytes>, prefix: &str, table: &str) ->
 }
 
 /// The day tables of a results container (no run records), for comparing runs.
+/// The table-days, with the completion markers (no run records, no report: those say which run).
 pub fn day_tables(files: &BTreeMap<String, Bytes>) -> BTreeMap<String, Bytes> {
-    files.iter().filter(|(name, _)| !name.contains("MdeTelemetryRuns/")).map(|(k, v)| (k.clone(), v.clone())).collect()
+    files
+        .iter()
+        .filter(|(name, _)| {
+            (name.starts_with("Mde") && !name.starts_with("MdeTelemetryRuns/")) || name.starts_with("_complete/")
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// [`day_tables`] as another results store would hold them: a finding names the run that first
+/// reported it, so findings compare without their RunId (as JSON lines only).
+pub fn day_tables_any_run(files: &BTreeMap<String, Bytes>) -> BTreeMap<String, Bytes> {
+    day_tables(files)
+        .into_iter()
+        .filter(|(name, _)| !(name.starts_with("MdeTelemetryFindings/") && name.ends_with(".parquet")))
+        .map(|(name, bytes)| {
+            if !name.starts_with("MdeTelemetryFindings/") {
+                return (name, bytes);
+            }
+            let lines: Vec<String> = std::str::from_utf8(&bytes)
+                .unwrap()
+                .lines()
+                .map(|line| {
+                    let mut row: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
+                    assert!(row.remove("RunId").is_some_and(|id| id.is_string()), "{line}");
+                    serde_json::to_string(&row).unwrap()
+                })
+                .collect();
+            (name, Bytes::from(lines.join("\n")))
+        })
+        .collect()
 }
 
 pub fn daily_rows(files: &BTreeMap<String, Bytes>) -> Vec<(String, String, u64, u64)> {
@@ -563,8 +594,17 @@ fn a_nightly_run_of_the_streaming_export_writes_every_table_to_the_results_conta
     assert_eq!(record["RowsRejected"], 1, "{record:?}");
     assert_eq!(record["RejectReasons"], serde_json::json!({"time: not a valid timestamp": 1}));
     assert_eq!(record["Source"], serde_json::json!([format!("{}/{}", setup.endpoint, record_source(&setup))]));
-    // nothing of the commit protocol or the lock is left behind
-    assert!(files.keys().all(|name| name.starts_with("Mde")), "{:?}", files.keys().collect::<Vec<_>>());
+    // nothing of the commit protocol or the lock is left behind: the tables, the completion
+    // markers of the two days, the report
+    assert!(
+        files.keys().all(|name| name.starts_with("Mde") || name.starts_with("_complete/day=") || name == "report.html"),
+        "{:?}",
+        files.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        files.keys().filter(|name| name.starts_with("_complete/")).collect::<Vec<_>>(),
+        [&format!("_complete/day={d1}.json"), &format!("_complete/day={d2}.json")]
+    );
 
     // the same night again: every day table byte for byte the same, one more run record
     run_ok(setup.dir.path());

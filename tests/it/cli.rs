@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::support::{shared_fixtures, table_files};
+use crate::support::{generated_sample, read_table, shared_fixtures, table_files};
 
 fn hunt(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_telemetry-hunt"))
@@ -21,7 +21,15 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn help_explains_every_command_with_examples() {
     let cwd = tempfile::tempdir().unwrap();
-    for args in [&["--help"][..], &["run", "--help"], &["sample", "--help"], &["schema", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["sample", "--help"],
+        &["backfill", "--help"],
+        &["report", "--help"],
+        &["schema", "--help"],
+        &["check", "--help"],
+    ] {
         let out = hunt(args, cwd.path());
         assert!(out.status.success(), "{args:?}");
         let help = text(&out.stdout);
@@ -129,4 +137,68 @@ fn the_default_run_uses_the_bundled_sample() {
     assert!(record["RowsScanned"].as_u64().unwrap() >= 100_000, "{record:?}");
     assert!(record["RowsMatchedKql"].as_u64().unwrap() > 1_000);
     assert!(record["RowsEvadingReferenceQuery"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn backfill_goes_day_by_day_resumes_and_matches_one_run() {
+    let cwd = tempfile::tempdir().unwrap();
+    let sample = generated_sample(30_000, 6, 150);
+    let input = sample.to_str().unwrap();
+    let (from, to) = ("2026-10-27", "2026-11-01");
+    let backfill = |extra: &[&str]| {
+        let mut args =
+            vec!["--log-format", "json", "backfill", "--input", input, "--from", from, "--to", to, "--out", "results"];
+        args.extend_from_slice(extra);
+        let out = hunt(&args, cwd.path());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let stdout = backfill(&[]);
+    assert!(stdout.contains("Backfilled 6 day(s)") && stdout.contains("0 already complete"), "{stdout}");
+    let results = cwd.path().join("results");
+    let markers = std::fs::read_dir(results.join("_complete")).unwrap().count();
+    assert_eq!(markers, 6);
+    assert_eq!(read_table(&results, "MdeTelemetryRuns").len(), 6, "one run record per day");
+
+    // the same tables as one run over the whole range (late arrivals sit in the next day's file)
+    let one = hunt(&["run", "--input", input, "--from", from, "--to", to, "--out", "single"], cwd.path());
+    assert!(one.status.success(), "{}", text(&one.stderr));
+    assert_eq!(table_files(&results), table_files(&cwd.path().join("single")));
+    let ids = |dir: &str| {
+        read_table(&cwd.path().join(dir), "MdeTelemetryFindings")
+            .iter()
+            .map(|r| r["FindingId"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids("results"), ids("single"));
+
+    // resumed: nothing to do; one marker gone: that day only; --force: all again
+    assert!(backfill(&[]).contains("Backfilled 0 day(s) from 2026-10-27 to 2026-11-01, 6 already complete"));
+    std::fs::remove_file(results.join("_complete/day=2026-10-29.json")).unwrap();
+    assert!(backfill(&[]).contains("Backfilled 1 day(s) from 2026-10-27 to 2026-11-01, 5 already complete"));
+    assert!(backfill(&["--force"]).contains("Backfilled 6 day(s)"));
+
+    let out = hunt(&["backfill", "--input", input, "--from", from, "--out", "results"], cwd.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--from DAY --to DAY"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn report_redraws_the_page_from_the_store() {
+    let cwd = tempfile::tempdir().unwrap();
+    let sample = generated_sample(30_000, 6, 150);
+    let out = hunt(&["run", "--input", sample.to_str().unwrap(), "--out", "results"], cwd.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Findings: "), "{}", text(&out.stdout));
+    let page = cwd.path().join("results/report.html");
+    let drawn = std::fs::read_to_string(&page).unwrap();
+    std::fs::remove_file(&page).unwrap();
+    let again = hunt(&["report", "--out", "results"], cwd.path());
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(std::fs::read_to_string(&page).unwrap(), drawn);
+    assert!(drawn.contains("Connections: distinct devices per ActionType and day"));
+
+    let empty = hunt(&["report", "--out", "nothing-here"], cwd.path());
+    assert_eq!(empty.status.code(), Some(2));
+    assert!(text(&empty.stderr).contains("telemetry-hunt run --out nothing-here"), "{}", text(&empty.stderr));
 }

@@ -254,7 +254,7 @@ fn an_outage_half_way_exits_1_with_the_outbox_and_the_next_run_delivers_the_rest
         left.len() as u64,
         "the run record counts what it leaves, itself included"
     );
-    assert!(left.len() > 8, "the outage came half-way: {} left", left.len());
+    assert!(left.len() >= 8, "the outage came half-way: {} left", left.len());
     assert!(left.iter().all(|p| p.to_string_lossy().contains(&run_id)));
     // what the outbox names, row by row
     let mut named: Vec<String> = Vec::new();

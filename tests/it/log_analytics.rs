@@ -165,7 +165,8 @@ fn both_pushdowns_give_the_tables_of_the_files_they_came_from() {
         assert_eq!(fake.violations(), Vec::<String>::new());
         returned.push(query.rows_returned);
     }
-    assert!(returned[0] < total as u64 / 10, "only telemetry rows travel: {} of {total}", returned[0]);
+    // telemetry rows, and the look-alike candidates the detectors need
+    assert!(returned[0] < total as u64 / 8, "only telemetry rows travel: {} of {total}", returned[0]);
     assert!(returned[1] < returned[0], "the pre-aggregation sends fewer rows: {returned:?}");
     eprintln!(
         "pushdown: {total} events in the workspace; rows pushdown returned {}, aggregate returned {}",

@@ -8,6 +8,7 @@ mod azurite_ranges;
 mod azurite_support;
 mod bad_input;
 mod cli;
+mod detect;
 mod formats;
 mod fuzz_drivers;
 mod fuzz_regressions;

@@ -1,0 +1,292 @@
+//! What earlier days looked like, read back from the results store: the reference series of
+//! `MdeTelemetryDaily` and the per-device activity of `MdeTelemetryDeviceHosts`. Raw events are
+//! never scanned again; a day that was never hunted is simply absent.
+//!
+//! Strings (DeviceIds, hosts, process identities) are interned once per run, so the history of
+//! a window costs a few machine words per activity row.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rustc_hash::FxHashMap;
+
+use crate::config::Settings;
+use crate::hunt::aggregate::Interner;
+use crate::hunt::rules::{expected_by, matched_folder_prefix};
+use crate::sink::results::Results;
+use crate::sink::tables::{self, DAILY_COLUMNS, DEVICE_HOSTS_COLUMNS};
+use crate::sink::{Cell, SinkError, Table};
+use crate::time::Day;
+
+/// How the allow list and the exclusion rules saw a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessClass {
+    Expected,
+    Excluded,
+    Unexpected,
+}
+
+/// One row of `MdeTelemetryDeviceHosts`, interned.
+#[derive(Debug, Clone)]
+pub struct Activity {
+    pub device: u32,
+    pub host: u32,
+    /// File name and identity folder (see [`identity_folder`]), interned in `Names::identities`.
+    pub identity: u32,
+    pub port: Option<i32>,
+    /// On the reference list or `extra_hosts`; `false` for a look-alike.
+    pub listed: bool,
+    pub class: ProcessClass,
+    /// One of the sensor's own processes, where the allow list expects it.
+    pub sensor: bool,
+    /// The spelling that hid a reference host from the reference query, interned in
+    /// `Names::spellings`.
+    pub spelling: Option<u32>,
+    pub events: u64,
+    pub failed: u64,
+    /// The row in the day's table, for the evidence fields.
+    pub row: usize,
+}
+
+/// A device's telemetry on one day (listed hosts only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceDay {
+    pub events: u64,
+    pub failed: u64,
+    pub sensor_events: u64,
+    pub other_events: u64,
+}
+
+/// One stored day.
+#[derive(Debug, Clone)]
+pub struct DayData {
+    pub day: Day,
+    /// `MdeTelemetryDaily`: ActionType → Connections.
+    pub connections: BTreeMap<String, f64>,
+    pub activity: Vec<Activity>,
+    pub devices: FxHashMap<u32, DeviceDay>,
+    /// The day's `MdeTelemetryDeviceHosts` rows and each device's name; kept for the day being
+    /// scored, dropped from history.
+    pub evidence: Option<Table>,
+    pub device_names: FxHashMap<u32, String>,
+}
+
+/// Interned strings shared by every day of a run.
+#[derive(Debug, Default, Clone)]
+pub struct Names {
+    pub devices: Interner,
+    pub hosts: Interner,
+    pub identities: Interner,
+    pub spellings: Interner,
+}
+
+/// The stored days before the day being scored, oldest first.
+#[derive(Debug, Clone)]
+pub struct History {
+    pub names: Names,
+    pub days: VecDeque<DayData>,
+    pub window: usize,
+}
+
+/// The folder a process is known by: for a process the allow list expects, the allow-list
+/// folder it runs under (so a platform update that moves `MsMpEng.exe` into a new version
+/// folder is not a new process); for any other, its own folder.
+pub fn identity_folder<'a>(settings: &'a Settings, file: &str, folder: &'a str, host: &str) -> &'a str {
+    expected_by(&settings.expected, file, folder, host).and_then(|e| matched_folder_prefix(e, folder)).unwrap_or(folder)
+}
+
+/// Column positions of `MdeTelemetryDeviceHosts`, by name, so the table can grow.
+pub mod device_col {
+    use crate::sink::tables::DEVICE_HOSTS_COLUMNS;
+
+    const fn at(name: &str) -> usize {
+        let mut i = 0;
+        while i < DEVICE_HOSTS_COLUMNS.len() {
+            if const_eq(DEVICE_HOSTS_COLUMNS[i].0, name) {
+                return i;
+            }
+            i += 1;
+        }
+        panic!("no such column")
+    }
+
+    const fn const_eq(a: &str, b: &str) -> bool {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    pub const DEVICE_ID: usize = at("DeviceId");
+    pub const DEVICE_NAME: usize = at("DeviceName");
+    pub const REMOTE_HOST: usize = at("RemoteHost");
+    pub const LISTED: usize = at("Listed");
+    pub const REMOTE_PORT: usize = at("RemotePort");
+    pub const FILE_NAME: usize = at("InitiatingProcessFileName");
+    pub const FOLDER_PATH: usize = at("InitiatingProcessFolderPath");
+    pub const SHA1: usize = at("InitiatingProcessSHA1");
+    pub const COMPANY: usize = at("InitiatingProcessVersionInfoCompanyName");
+    pub const EXPECTED_BY: usize = at("ExpectedBy");
+    pub const SPELLING: usize = at("Spelling");
+    pub const EVENTS: usize = at("Events");
+    pub const FAILED_EVENTS: usize = at("FailedEvents");
+}
+
+pub fn text(cell: &Cell) -> &str {
+    match cell {
+        Cell::Text(s) => s,
+        _ => "",
+    }
+}
+
+pub fn int(cell: &Cell) -> Option<i64> {
+    match cell {
+        Cell::Int(v) => Some(*v),
+        Cell::Float(v) => Some(*v as i64),
+        _ => None,
+    }
+}
+
+fn count(cell: &Cell) -> u64 {
+    int(cell).map_or(0, |v| v.max(0) as u64)
+}
+
+impl DayData {
+    /// Reads one day from the store; `None` when the day was never hunted.
+    pub fn load(
+        results: &Results,
+        day: Day,
+        settings: &Settings,
+        names: &mut Names,
+    ) -> Result<Option<DayData>, SinkError> {
+        let Some(daily) = results.read_day(tables::DAILY, DAILY_COLUMNS, day)? else { return Ok(None) };
+        let connections = daily.rows.iter().map(|row| (text(&row[1]).to_string(), count(&row[2]) as f64)).fold(
+            BTreeMap::new(),
+            |mut map, (action, n)| {
+                *map.entry(action).or_insert(0.0) += n;
+                map
+            },
+        );
+        // A day hunted by a version without the device table has no device history.
+        let evidence = results
+            .read_day(tables::DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS, day)?
+            .unwrap_or_else(|| Table::new(tables::DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS));
+        let sensors = &settings.detect.silent_device.sensor_processes;
+        let mut activity = Vec::with_capacity(evidence.rows.len());
+        let mut devices: FxHashMap<u32, DeviceDay> = FxHashMap::default();
+        let mut device_names: FxHashMap<u32, String> = FxHashMap::default();
+        for (row_index, row) in evidence.rows.iter().enumerate() {
+            use device_col as c;
+            let (host, file, folder) =
+                (text(&row[c::REMOTE_HOST]), text(&row[c::FILE_NAME]), text(&row[c::FOLDER_PATH]));
+            let expected = text(&row[c::EXPECTED_BY]);
+            let class = if expected.starts_with("allow-list:") {
+                ProcessClass::Expected
+            } else if expected.starts_with("exclusion:") {
+                ProcessClass::Excluded
+            } else {
+                ProcessClass::Unexpected
+            };
+            let folder_key = identity_folder(settings, file, folder, host);
+            let identity = names.identities.intern(&format!("{}:{file}{folder_key}", file.len()));
+            let spelled = text(&row[c::SPELLING]);
+            let entry = Activity {
+                device: names.devices.intern(text(&row[c::DEVICE_ID])),
+                host: names.hosts.intern(host),
+                identity,
+                port: int(&row[c::REMOTE_PORT]).and_then(|p| i32::try_from(p).ok()),
+                listed: !matches!(row[c::LISTED], Cell::Bool(false)),
+                class,
+                sensor: class == ProcessClass::Expected && sensors.iter().any(|s| s.eq_ignore_ascii_case(file)),
+                spelling: (!spelled.is_empty()).then(|| names.spellings.intern(spelled)),
+                events: count(&row[c::EVENTS]),
+                failed: count(&row[c::FAILED_EVENTS]),
+                row: row_index,
+            };
+            device_names.entry(entry.device).or_insert_with(|| text(&row[c::DEVICE_NAME]).to_string());
+            if entry.listed {
+                let device = devices.entry(entry.device).or_default();
+                device.events += entry.events;
+                device.failed += entry.failed;
+                if entry.sensor {
+                    device.sensor_events += entry.events;
+                } else {
+                    device.other_events += entry.events;
+                }
+            }
+            activity.push(entry);
+        }
+        Ok(Some(DayData { day, connections, activity, devices, evidence: Some(evidence), device_names }))
+    }
+
+    /// What only the day being scored needs.
+    fn forget_evidence(&mut self) {
+        self.evidence = None;
+        self.device_names = FxHashMap::default();
+    }
+
+    /// The evidence row of an activity entry.
+    pub fn row(&self, activity: &Activity) -> Option<&[Cell]> {
+        self.evidence.as_ref().and_then(|t| t.rows.get(activity.row)).map(Vec::as_slice)
+    }
+}
+
+impl History {
+    pub fn new(window: usize) -> History {
+        History { names: Names::default(), days: VecDeque::new(), window }
+    }
+
+    /// Makes `days` the stored days of the window before `day`: loads what is missing (a day
+    /// is read once per run however many days it serves), drops what fell out.
+    pub fn prepare(
+        &mut self,
+        results: &Results,
+        stored: &BTreeSet<Day>,
+        day: Day,
+        settings: &Settings,
+    ) -> Result<(), SinkError> {
+        let first = Day(day.0 - self.window as i32);
+        self.days.retain(|d| d.day >= first && d.day < day);
+        for &wanted in stored.range(first..day) {
+            if self.days.iter().any(|d| d.day == wanted) {
+                continue;
+            }
+            if let Some(mut data) = DayData::load(results, wanted, settings, &mut self.names)? {
+                data.forget_evidence();
+                let at = self.days.partition_point(|d| d.day < wanted);
+                self.days.insert(at, data);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the day just scored, so it serves the days after it.
+    pub fn push(&mut self, mut today: DayData) {
+        today.forget_evidence();
+        if self.days.back().is_none_or(|last| last.day < today.day) {
+            self.days.push_back(today);
+        }
+    }
+
+    /// The unbroken run of stored days that ends the day before `day`, oldest first.
+    pub fn contiguous_before(&self, day: Day) -> Vec<&DayData> {
+        let mut run: Vec<&DayData> = Vec::new();
+        let mut expected = day.prev();
+        for data in self.days.iter().rev() {
+            if data.day != expected {
+                break;
+            }
+            run.push(data);
+            expected = expected.prev();
+        }
+        run.reverse();
+        run
+    }
+}

@@ -1,0 +1,567 @@
+//! The detectors: each compares one day with its history and says, with evidence, what is
+//! wrong. One file per detector; each opens with what it finds, why, and an example.
+//!
+//! Every detector is a pure function of the day's data, its history (both read from the
+//! results store) and the settings, so re-running a day gives the same findings, in the same
+//! order, with the same ids.
+
+pub mod lookalike;
+pub mod new_combination;
+pub mod series;
+pub mod silent_device;
+pub mod unexpected_process;
+pub mod unusual_port;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Value};
+
+use crate::baseline::history::{device_col, text, Activity, DayData, History};
+use crate::config::Settings;
+use crate::sink::results::{day_prefix, PART};
+use crate::sink::Cell;
+use crate::time::Day;
+
+/// The Sentinel rule severities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Informational,
+    Low,
+    Medium,
+    High,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Informational => "Informational",
+            Severity::Low => "Low",
+            Severity::Medium => "Medium",
+            Severity::High => "High",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Severity> {
+        [Severity::Informational, Severity::Low, Severity::Medium, Severity::High]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+/// What a finding says, in the order findings of a day are listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FindingType {
+    SeriesSpike,
+    SeriesDrop,
+    UnexpectedProcess,
+    NewCombination,
+    LookalikeHost,
+    ReferenceQueryEvasion,
+    UnusualPort,
+    SilentDevice,
+    FailingDevice,
+}
+
+impl FindingType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingType::SeriesSpike => "SeriesSpike",
+            FindingType::SeriesDrop => "SeriesDrop",
+            FindingType::UnexpectedProcess => "UnexpectedProcess",
+            FindingType::NewCombination => "NewCombination",
+            FindingType::LookalikeHost => "LookalikeHost",
+            FindingType::ReferenceQueryEvasion => "ReferenceQueryEvasion",
+            FindingType::UnusualPort => "UnusualPort",
+            FindingType::SilentDevice => "SilentDevice",
+            FindingType::FailingDevice => "FailingDevice",
+        }
+    }
+}
+
+/// The process a finding is about (the most frequent one when several share the finding).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProcessInfo {
+    pub file_name: String,
+    pub folder_path: String,
+    pub sha1: String,
+    pub company: String,
+}
+
+/// One finding: a row of `MdeTelemetryFindings`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub day: Day,
+    pub finding_type: FindingType,
+    /// What the finding is about within its type and day (`host|file|folder`, an ActionType…):
+    /// with the type and the day it makes the FindingId.
+    pub key: String,
+    pub severity: Severity,
+    pub remote_host: Option<String>,
+    pub action_type: Option<String>,
+    pub process: Option<ProcessInfo>,
+    pub remote_port: Option<i64>,
+    /// (DeviceId, DeviceName) of every device, sorted; the table lists the first few.
+    pub devices: Vec<(String, String)>,
+    pub observed: Option<f64>,
+    pub baseline: Option<f64>,
+    pub score: Option<f64>,
+    pub threshold: Option<f64>,
+    /// +1 a rise, -1 a drop, 0 where a direction means nothing.
+    pub direction: i64,
+    pub method: &'static str,
+    pub params: Value,
+    pub series: Option<Value>,
+    pub description: String,
+    pub tactics: Vec<&'static str>,
+    pub techniques: Vec<&'static str>,
+    /// The result table (store path) that holds the rows behind the finding.
+    pub evidence: String,
+}
+
+/// FNV-1a, 128 bits: fixed by its specification, so the same bytes give the same id on every
+/// platform, Rust version and run (unlike std's `DefaultHasher`).
+pub fn fnv1a_128(bytes: &[u8]) -> u128 {
+    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+    const PRIME: u128 = 0x0000000001000000000000000000013b;
+    bytes.iter().fold(OFFSET, |hash, &b| (hash ^ u128::from(b)).wrapping_mul(PRIME))
+}
+
+impl Finding {
+    /// A finding of `ctx`'s day whose evidence is the day's device table; the detector fills in
+    /// the rest.
+    pub fn new(
+        ctx: &Context<'_>,
+        finding_type: FindingType,
+        key: String,
+        severity: Severity,
+        method: &'static str,
+    ) -> Finding {
+        Finding {
+            day: ctx.day,
+            finding_type,
+            key,
+            severity,
+            remote_host: None,
+            action_type: None,
+            process: None,
+            remote_port: None,
+            devices: Vec::new(),
+            observed: None,
+            baseline: None,
+            score: None,
+            threshold: None,
+            direction: 0,
+            method,
+            params: Value::Null,
+            series: None,
+            description: String::new(),
+            tactics: Vec::new(),
+            techniques: Vec::new(),
+            evidence: ctx.device_evidence(),
+        }
+    }
+
+    /// The stable id: FNV-1a 128 of `type \x1f key \x1f day`, as 32 hex digits.
+    pub fn id(&self) -> String {
+        let text = format!("{}\u{1f}{}\u{1f}{}", self.finding_type.as_str(), self.key, self.day);
+        format!("{:032x}", fnv1a_128(text.as_bytes()))
+    }
+
+    /// The table row, device lists capped at `max_listed`.
+    pub fn to_row(&self, run_id: &str, max_listed: usize) -> Vec<Cell> {
+        let text = |v: &Option<String>| v.clone().map_or(Cell::Null, Cell::Text);
+        let float = |v: Option<f64>| v.filter(|x| x.is_finite()).map_or(Cell::Null, Cell::Float);
+        let process = self.process.as_ref();
+        let process_field = |f: fn(&ProcessInfo) -> &String| process.map_or(Cell::Null, |p| Cell::from(f(p).as_str()));
+        let listed = &self.devices[..self.devices.len().min(max_listed)];
+        let devices = |pick: fn(&(String, String)) -> &String| {
+            if self.devices.is_empty() {
+                Cell::Null
+            } else {
+                Cell::Json(Value::Array(listed.iter().map(|d| Value::String(pick(d).clone())).collect()))
+            }
+        };
+        vec![
+            Cell::Day(self.day),
+            Cell::from(self.id()),
+            Cell::from(run_id),
+            Cell::from(self.finding_type.as_str()),
+            Cell::from(self.severity.as_str()),
+            text(&self.remote_host),
+            text(&self.action_type),
+            process_field(|p| &p.file_name),
+            process_field(|p| &p.folder_path),
+            process_field(|p| &p.sha1),
+            process_field(|p| &p.company),
+            self.remote_port.map_or(Cell::Null, Cell::Int),
+            if self.devices.is_empty() { Cell::Null } else { Cell::from(self.devices.len()) },
+            devices(|d| &d.0),
+            devices(|d| &d.1),
+            float(self.observed),
+            float(self.baseline),
+            float(self.score),
+            float(self.threshold),
+            Cell::Int(self.direction),
+            Cell::from(self.method),
+            Cell::Json(self.params.clone()),
+            self.series.clone().map_or(Cell::Null, Cell::Json),
+            Cell::from(self.description.as_str()),
+            Cell::from(self.tactics.join(",")),
+            Cell::from(self.techniques.join(",")),
+            Cell::from(self.evidence.as_str()),
+        ]
+    }
+}
+
+/// What a detector sees.
+pub struct Context<'a> {
+    pub day: Day,
+    pub settings: &'a Settings,
+    pub today: &'a DayData,
+    pub history: &'a History,
+    /// [`Context::devices_with_history`], worked out once for all detectors.
+    eligible: std::cell::OnceCell<rustc_hash::FxHashMap<u32, usize>>,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(day: Day, settings: &'a Settings, today: &'a DayData, history: &'a History) -> Context<'a> {
+        Context { day, settings, today, history, eligible: std::cell::OnceCell::new() }
+    }
+
+    pub fn device_id(&self, device: u32) -> &str {
+        self.history.names.devices.name(device)
+    }
+
+    pub fn host(&self, host: u32) -> &str {
+        self.history.names.hosts.name(host)
+    }
+
+    /// The store path of the day's device table, the evidence of device findings.
+    pub fn device_evidence(&self) -> String {
+        format!("{}{PART}.parquet", day_prefix(crate::sink::tables::DEVICE_HOSTS, self.day))
+    }
+
+    /// Devices with at least `min_device_history_days` history days of telemetry (and how
+    /// many): only they have a baseline to be new or silent against.
+    pub fn devices_with_history(&self) -> &rustc_hash::FxHashMap<u32, usize> {
+        self.eligible.get_or_init(|| {
+            let mut days: rustc_hash::FxHashMap<u32, usize> = rustc_hash::FxHashMap::default();
+            for data in &self.history.days {
+                for (&device, day) in &data.devices {
+                    if day.events > 0 {
+                        *days.entry(device).or_default() += 1;
+                    }
+                }
+            }
+            let min = self.settings.detect.min_device_history_days;
+            days.retain(|_, n| *n >= min);
+            days
+        })
+    }
+}
+
+/// The rows one finding is built from: devices, events and the evidence of the most frequent
+/// process.
+#[derive(Debug, Default)]
+pub struct Group<'d> {
+    pub devices: BTreeSet<u32>,
+    pub events: u64,
+    pub failed: u64,
+    /// Events per (file, folder, SHA1, company) and per port, to name the most frequent.
+    processes: BTreeMap<(&'d str, &'d str, &'d str, &'d str), u64>,
+    ports: BTreeMap<Option<i32>, u64>,
+}
+
+impl<'d> Group<'d> {
+    pub fn add(&mut self, activity: &Activity, row: Option<&'d [Cell]>) {
+        self.devices.insert(activity.device);
+        self.events += activity.events;
+        self.failed += activity.failed;
+        *self.ports.entry(activity.port).or_default() += activity.events;
+        if let Some(row) = row {
+            use device_col as c;
+            let key =
+                (text(&row[c::FILE_NAME]), text(&row[c::FOLDER_PATH]), text(&row[c::SHA1]), text(&row[c::COMPANY]));
+            *self.processes.entry(key).or_default() += activity.events;
+        }
+    }
+
+    /// The process with the most events (ties: the first in sort order).
+    pub fn process(&self) -> Option<ProcessInfo> {
+        let top = self.processes.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))?;
+        let (file, folder, sha1, company) = *top.0;
+        Some(ProcessInfo {
+            file_name: file.to_string(),
+            folder_path: folder.to_string(),
+            sha1: sha1.to_string(),
+            company: company.to_string(),
+        })
+    }
+
+    /// Every distinct process, for `Params`.
+    pub fn processes_json(&self) -> Value {
+        Value::Array(
+            self.processes
+                .iter()
+                .map(|((file, folder, sha1, company), events)| {
+                    json!({"file": file, "folder": folder, "sha1": sha1, "company": company, "events": events})
+                })
+                .collect(),
+        )
+    }
+
+    /// The port with the most events.
+    pub fn port(&self) -> Option<i64> {
+        self.ports.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).and_then(|(p, _)| p.map(i64::from))
+    }
+
+    pub fn ports(&self) -> Vec<i32> {
+        self.ports.keys().filter_map(|p| *p).collect()
+    }
+
+    /// (DeviceId, DeviceName), sorted by DeviceId.
+    pub fn device_list(&self, ctx: &Context<'_>) -> Vec<(String, String)> {
+        device_list(ctx, self.devices.iter().copied())
+    }
+}
+
+/// (DeviceId, DeviceName) of devices, sorted by DeviceId; the name is today's, else "".
+pub fn device_list(ctx: &Context<'_>, devices: impl IntoIterator<Item = u32>) -> Vec<(String, String)> {
+    let names = &ctx.today.device_names;
+    let mut list: Vec<(String, String)> = devices
+        .into_iter()
+        .map(|d| (ctx.device_id(d).to_string(), names.get(&d).cloned().unwrap_or_default()))
+        .collect();
+    list.sort();
+    list
+}
+
+/// Devices per day for the keys a detector groups by, over the history window and today: the
+/// `Series` of a finding and its baseline (mean devices per history day).
+pub fn daily_devices<K: Ord + Clone>(
+    ctx: &Context<'_>,
+    key_of: impl Fn(&Activity) -> Option<K>,
+) -> BTreeMap<K, BTreeMap<Day, BTreeSet<u32>>> {
+    let mut out: BTreeMap<K, BTreeMap<Day, BTreeSet<u32>>> = BTreeMap::new();
+    for data in ctx.history.days.iter().chain(std::iter::once(ctx.today)) {
+        for a in &data.activity {
+            if let Some(key) = key_of(a) {
+                out.entry(key).or_default().entry(data.day).or_default().insert(a.device);
+            }
+        }
+    }
+    out
+}
+
+/// `{"days": [...], "devices": [...]}` over the history days and today, and the mean over the
+/// history days.
+pub fn device_series(ctx: &Context<'_>, per_day: Option<&BTreeMap<Day, BTreeSet<u32>>>) -> (Value, f64) {
+    let days: Vec<Day> = ctx.history.days.iter().map(|d| d.day).chain(std::iter::once(ctx.day)).collect();
+    let counts: Vec<usize> = days.iter().map(|d| per_day.and_then(|m| m.get(d)).map_or(0, BTreeSet::len)).collect();
+    let history = &counts[..counts.len() - 1];
+    let mean = if history.is_empty() { 0.0 } else { history.iter().sum::<usize>() as f64 / history.len() as f64 };
+    let series = json!({
+        "days": days.iter().map(Day::to_string).collect::<Vec<_>>(),
+        "devices": counts,
+    });
+    (series, mean)
+}
+
+/// Runs every enabled detector on one day. Findings come sorted by type, then key.
+pub fn run_day(ctx: &Context<'_>) -> Vec<Finding> {
+    let d = &ctx.settings.detect;
+    let mut findings = Vec::new();
+    if d.series.enabled {
+        findings.extend(series::detect(ctx));
+    }
+    if d.unexpected_process {
+        findings.extend(unexpected_process::detect(ctx));
+    }
+    if d.new_combination {
+        findings.extend(new_combination::detect(ctx));
+    }
+    if d.lookalike.enabled {
+        findings.extend(lookalike::detect(ctx));
+    }
+    if d.unusual_port.enabled {
+        findings.extend(unusual_port::detect(ctx));
+    }
+    if d.silent_device.enabled {
+        findings.extend(silent_device::detect(ctx));
+    }
+    findings.sort_by(|a, b| (a.finding_type, &a.key).cmp(&(b.finding_type, &b.key)));
+    findings
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Building days of device activity by hand for the detectors' tests.
+
+    use super::*;
+    use crate::baseline::history::Names;
+    use crate::config::Config;
+    use crate::sink::results::Results;
+    use crate::sink::tables::{DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS};
+    use crate::sink::Table;
+
+    pub const MDE: &str = r"c:\program files\windows defender advanced threat protection\";
+    pub const GW: &str = "winatp-gw-weu.microsoft.com";
+
+    pub fn settings() -> Settings {
+        Config::default().validate().expect("defaults are valid")
+    }
+
+    pub fn day(n: i32) -> Day {
+        Day(Day::parse("2026-11-01").unwrap().0 + n)
+    }
+
+    /// One activity row as the hunt writes it.
+    #[derive(Debug, Clone)]
+    pub struct Row {
+        pub device: &'static str,
+        pub host: &'static str,
+        pub file: &'static str,
+        pub folder: String,
+        pub port: Option<i32>,
+        pub spelling: &'static str,
+        pub events: u64,
+        pub failed: u64,
+        /// What the hunt tagged the row with; `None`: what the allow list says.
+        pub expected_by: Option<&'static str>,
+    }
+
+    pub fn row(device: &'static str, host: &'static str, file: &'static str, folder: &str) -> Row {
+        Row {
+            device,
+            host,
+            file,
+            folder: folder.to_string(),
+            port: Some(443),
+            spelling: "",
+            events: 3,
+            failed: 0,
+            expected_by: None,
+        }
+    }
+
+    /// The sensor on a device: MsSense to the gateway.
+    pub fn sensor(device: &'static str) -> Row {
+        row(device, GW, "mssense.exe", &format!("{MDE}mssense.exe"))
+    }
+
+    /// Builds a day the way `DayData::load` reads it from the store.
+    pub fn day_data(
+        settings: &Settings,
+        names: &mut Names,
+        day: Day,
+        rows: &[Row],
+        connections: &[(&str, f64)],
+    ) -> DayData {
+        let mut table = Table::new(DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS);
+        for r in rows {
+            let listed = settings.hosts.classify(Some(r.host)).host.is_some();
+            let expected = match r.expected_by {
+                Some(tag) => tag.to_string(),
+                None => crate::hunt::rules::expected_by(&settings.expected, r.file, &r.folder, r.host)
+                    .map(|e| format!("allow-list:{}", e.file_name))
+                    .unwrap_or_default(),
+            };
+            table.push(vec![
+                Cell::Day(day),
+                Cell::from(r.device),
+                Cell::from(format!("{}.contoso.local", r.device)),
+                Cell::from(r.host),
+                Cell::from(listed),
+                r.port.map_or(Cell::Null, |p| Cell::Int(i64::from(p))),
+                Cell::from(r.file),
+                Cell::from(r.folder.as_str()),
+                Cell::from("da39a3ee5e6b4b0d3255bfef95601890afd80709"),
+                Cell::from("Microsoft Corporation"),
+                Cell::from(expected),
+                Cell::from(r.spelling),
+                Cell::from(r.events),
+                Cell::from(r.failed),
+            ]);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let results = Results::new(std::sync::Arc::new(crate::sink::local::LocalDir::new(dir.path())));
+        results.write_day(&table, day).unwrap();
+        let mut daily = Table::new(crate::sink::tables::DAILY, crate::sink::tables::DAILY_COLUMNS);
+        for (action, n) in connections {
+            daily.push(vec![
+                Cell::Day(day),
+                Cell::from(*action),
+                Cell::Int(*n as i64),
+                Cell::Int(*n as i64),
+                Cell::from("kql"),
+            ]);
+        }
+        results.write_day(&daily, day).unwrap();
+        DayData::load(&results, day, settings, names).unwrap().unwrap()
+    }
+
+    /// History of `days` (each a list of rows) followed by `today`; runs `detect`.
+    pub fn run(
+        settings: &Settings,
+        history_days: &[Vec<Row>],
+        today_rows: &[Row],
+        detect: fn(&Context<'_>) -> Vec<Finding>,
+    ) -> Vec<Finding> {
+        let mut history = History::new(settings.detect.history_days);
+        let n = history_days.len() as i32;
+        for (i, rows) in history_days.iter().enumerate() {
+            let data = day_data(settings, &mut history.names, day(i as i32 - n), rows, &[]);
+            history.push(data);
+        }
+        let today = day_data(settings, &mut history.names, day(0), today_rows, &[]);
+        let ctx = Context::new(day(0), settings, &today, &history);
+        let mut findings = detect(&ctx);
+        findings.sort_by(|a, b| (a.finding_type, &a.key).cmp(&(b.finding_type, &b.key)));
+        findings
+    }
+
+    /// Device ids of a finding.
+    pub fn ids(finding: &Finding) -> Vec<&str> {
+        finding.devices.iter().map(|(id, _)| id.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finding_ids_are_fnv1a_128_of_type_key_and_day() {
+        // Published FNV-1a 128 test values.
+        assert_eq!(fnv1a_128(b""), 0x6c62272e07bb014262b821756295c58d);
+        assert_eq!(fnv1a_128(b"a"), 0xd228cb696f1a8caf78912b704e4a8964);
+        let finding = Finding {
+            day: Day::parse("2026-11-20").unwrap(),
+            finding_type: FindingType::UnexpectedProcess,
+            key: "winatp-gw-neu.microsoft.com|mssense.exe|c:\\users\\public\\libraries\\mssense.exe".into(),
+            severity: Severity::High,
+            remote_host: None,
+            action_type: None,
+            process: None,
+            remote_port: None,
+            devices: Vec::new(),
+            observed: None,
+            baseline: None,
+            score: None,
+            threshold: None,
+            direction: 0,
+            method: "m",
+            params: Value::Null,
+            series: None,
+            description: String::new(),
+            tactics: Vec::new(),
+            techniques: Vec::new(),
+            evidence: String::new(),
+        };
+        let text = format!("UnexpectedProcess\u{1f}{}\u{1f}2026-11-20", finding.key);
+        assert_eq!(finding.id(), format!("{:032x}", fnv1a_128(text.as_bytes())));
+        assert_eq!(finding.id().len(), 32);
+        let other_day = Finding { day: finding.day.next(), ..finding.clone() };
+        assert_ne!(finding.id(), other_day.id());
+    }
+}
