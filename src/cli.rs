@@ -233,11 +233,6 @@ impl CliError {
     }
 }
 
-/// Where `report.html` is in a results store named by its location.
-fn report_location(results: &str) -> String {
-    format!("{}/{}", results.trim_end_matches('/'), crate::sink::report::REPORT)
-}
-
 /// The bundled sample: `fixtures/sample` under the working folder, else under the source tree
 /// the binary was built from.
 fn bundled_sample() -> Option<PathBuf> {
@@ -307,6 +302,14 @@ pub fn resolve_run(args: &RunArgs, progress: bool) -> Result<RunRequest, CliErro
         (Some(from), Some(to)) if from > to => {
             return Err(CliError::Usage(format!("`--from {from}` is after `--to {to}`; swap them")))
         }
+        // A typo such as 0001 or 9999 would stage empty days for years: a backfill of more
+        // than two years is split by hand.
+        (Some(from), Some(to)) if to.0 - from.0 >= 2 * 366 => {
+            return Err(CliError::Usage(format!(
+                "`--from {from} --to {to}` spans {} days; at most 731 (two years) at once, so split the range",
+                to.0 - from.0 + 1
+            )))
+        }
         (Some(from), Some(to)) => Some((from, to)),
         (Some(_), None) | (None, Some(_)) => {
             return Err(CliError::Usage(
@@ -361,7 +364,7 @@ pub fn execute(cli: &Cli) -> Result<(), CliError> {
                          Report: {}",
                         outcome.done.len(),
                         outcome.skipped.len(),
-                        report_location(&outcome.results)
+                        outcome.report
                     );
                     Ok(())
                 }
@@ -380,11 +383,11 @@ pub fn execute(cli: &Cli) -> Result<(), CliError> {
                     return Ok(Err(results.store.location()));
                 }
                 crate::sink::report::write(results, &settings)?;
-                Ok(Ok(results.store.location()))
+                Ok(Ok(results.store.locate(crate::sink::report::REPORT)))
             })?;
             match drawn {
                 Ok(location) => {
-                    println!("Wrote {}", report_location(&location));
+                    println!("Wrote {location}");
                     Ok(())
                 }
                 Err(location) => Err(CliError::Usage(match &settings.results_blob {

@@ -1123,19 +1123,34 @@ fn endpoint_url(field: &str, text: &str) -> Result<reqwest::Url, ConfigError> {
     if text.trim().is_empty() {
         return Err(invalid("is empty; set the endpoint URL".into()));
     }
-    let url = reqwest::Url::parse(text.trim()).map_err(|e| invalid(format!("`{text}` is not a URL: {e}")))?;
+    // The text may hold a password or a signature: messages show it without them, or not at all.
+    let url = reqwest::Url::parse(text.trim()).map_err(|e| invalid(format!("is not a URL ({e})")))?;
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(format!(
+            "`{shown}` must not carry credentials (they are left out here); the job signs requests with its identity"
+        )));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(format!(
+            "`{shown}` must not have a query or fragment (left out here); give the base URL only"
+        )));
+    }
     let local = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
     match url.scheme() {
         "https" => {}
         "http" if local => {}
-        "http" => return Err(invalid(format!("`{text}` must use https (plain http is only for 127.0.0.1/localhost)"))),
-        other => return Err(invalid(format!("`{text}` has scheme `{other}`; use https"))),
+        "http" => {
+            return Err(invalid(format!("`{shown}` must use https (plain http is only for 127.0.0.1/localhost)")))
+        }
+        other => return Err(invalid(format!("`{shown}` has scheme `{other}`; use https"))),
     }
-    if url.host_str().is_none() || !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid(format!("`{text}` needs a host and must not carry credentials")));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid(format!("`{text}` must not have a query or fragment; give the base URL only")));
+    if url.host_str().is_none() {
+        return Err(invalid(format!("`{shown}` needs a host")));
     }
     Ok(url)
 }
@@ -1827,6 +1842,20 @@ mod tests {
             "https://contosohuntresults.blob.core.windows.net/mde-telemetry"
         );
         assert_eq!(settings.identity.kind, IdentityKind::ManagedIdentity);
+    }
+
+    #[test]
+    fn endpoint_errors_never_show_credentials_or_signatures() {
+        for endpoint in [
+            "https://user:s3cretPass@evil.example.com/x",
+            "https://evil.example.com/x?sig=s3cretPass",
+            "http://u:s3cretPass@evil.example.com",
+            "ftp://u:s3cretPass@evil.example.com",
+            "not a url s3cretPass",
+        ] {
+            let err = endpoint_url("sentinel.endpoint", endpoint).unwrap_err().to_string();
+            assert!(err.contains("sentinel.endpoint") && !err.contains("s3cretPass"), "{endpoint}: {err}");
+        }
     }
 
     #[test]

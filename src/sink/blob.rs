@@ -71,6 +71,10 @@ impl Store for BlobStore {
         format!("container `{}`", self.container.location.url())
     }
 
+    fn locate(&self, path: &str) -> String {
+        format!("{}/{path}", self.container.location.url().trim_end_matches('/'))
+    }
+
     fn put(&self, path: &str, bytes: Bytes) -> Result<(), StoreError> {
         self.conditional_put("write", path, bytes, PutMode::Overwrite).map(|_| ())
     }

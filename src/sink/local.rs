@@ -92,6 +92,10 @@ impl Store for LocalDir {
         format!("folder `{}`", self.root.display())
     }
 
+    fn locate(&self, path: &str) -> String {
+        self.root.join(path).display().to_string()
+    }
+
     fn put(&self, path: &str, bytes: Bytes) -> Result<(), StoreError> {
         let file = self.file("write", path)?;
         let fail = |e: std::io::Error| self.error("write", path, e.to_string());

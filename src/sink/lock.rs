@@ -131,7 +131,7 @@ impl RunLock {
                 path: LOCK_PATH.into(),
                 message: format!("{} bytes that are not a lock record", bytes.len()),
             })?;
-            if current.expires_at > now_micros() {
+            if current.expires_at > now_micros() && !holder_is_gone(&current) {
                 return Err(LockError::Held {
                     location: store.location(),
                     path: LOCK_PATH.into(),
@@ -145,7 +145,7 @@ impl RunLock {
                 tracing::warn!(
                     stale_run = %current.run_id,
                     expired_at = %format_micros(current.expires_at),
-                    "Took over the lock of a run that stopped renewing it (killed or lost); its uncommitted output is discarded."
+                    "Took over the lock of a run that stopped renewing it or whose process is gone (killed or interrupted); its uncommitted output is discarded."
                 );
                 return RunLock::held(store, body, tag, ttl);
             }
@@ -248,6 +248,34 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
+    fn the_lock_of_an_interrupted_process_on_this_host_is_taken_over_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(LocalDir::new(dir.path()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let body = |pid: u32| LockBody {
+            run_id: "run-interrupted".into(),
+            host: host_name(),
+            pid,
+            acquired_at: now_micros(),
+            expires_at: now_micros() + 600_000_000,
+        };
+        // a live holder (this test's parent) keeps its lock
+        store.put(LOCK_PATH, encode(&body(std::os::unix::process::parent_id()))).unwrap();
+        let err = RunLock::acquire(store.clone(), "run-next", Duration::from_secs(60)).unwrap_err();
+        assert!(matches!(err, LockError::Held { .. }), "{err}");
+        // a holder whose process is gone does not make the next run wait ten minutes
+        store.put(LOCK_PATH, encode(&body(gone))).unwrap();
+        let next = RunLock::acquire(store.clone(), "run-next", Duration::from_secs(60)).unwrap();
+        next.release().unwrap();
+        // on another host the pid says nothing: the expiry decides
+        store.put(LOCK_PATH, encode(&LockBody { host: "elsewhere".into(), ..body(gone) })).unwrap();
+        assert!(RunLock::acquire(store.clone(), "run-next", Duration::from_secs(60)).is_err());
+    }
+
+    #[test]
     fn a_stale_lock_is_taken_over_and_its_holder_cannot_commit() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(LocalDir::new(dir.path()));
@@ -287,4 +315,14 @@ mod tests {
         let err = RunLock::acquire(store.clone(), "run", Duration::from_secs(1)).unwrap_err().to_string();
         assert!(err.contains("not a lock this job wrote") && err.contains("delete it"), "{err}");
     }
+}
+
+/// A holder on this very machine whose process no longer exists (Ctrl-C, SIGTERM, a crash) will
+/// never renew or release its lock: waiting for the expiry would only delay the resume.
+fn holder_is_gone(holder: &LockBody) -> bool {
+    cfg!(target_os = "linux")
+        && holder.host != "unknown-host"
+        && holder.host == host_name()
+        && holder.pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{}", holder.pid)).exists()
 }

@@ -27,6 +27,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Where the store is, for messages and the run record: a folder or a container URL.
     fn location(&self) -> String;
 
+    /// Where one object is, for people: a file path or a blob URL.
+    fn locate(&self, path: &str) -> String;
+
     /// Writes an object whole, replacing any object of that path.
     fn put(&self, path: &str, bytes: Bytes) -> Result<(), StoreError>;
 

@@ -101,8 +101,8 @@ pub fn render(outcome: &RunOutcome, mode: MatchMode, results: &str) -> String {
     let _ = writeln!(
         s,
         "Results in {results} (MdeTelemetryDaily, MdeTelemetryHosts, MdeTelemetryProcesses, MdeTelemetryDeviceHosts, \
-         MdeTelemetryFindings, MdeTelemetryRuns); report: {}/report.html",
-        results.trim_end_matches('/')
+         MdeTelemetryFindings, MdeTelemetryRuns); report: {}",
+        outcome.report
     );
     s
 }

@@ -147,8 +147,17 @@ pub fn detect(path: &Path) -> Result<Format, SourceError> {
     })
 }
 
-fn walk(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) -> Result<(), SourceError> {
+fn walk(
+    dir: &Path,
+    files: &mut Vec<PathBuf>,
+    skipped: &mut Vec<PathBuf>,
+    visited: &mut std::collections::HashSet<PathBuf>,
+) -> Result<(), SourceError> {
     let io = |source| SourceError::Io { path: dir.to_path_buf(), source };
+    // A folder reached twice (a symlink back up the tree, or two inputs that overlap) is read once.
+    if !visited.insert(std::fs::canonicalize(dir).map_err(io)?) {
+        return Ok(());
+    }
     let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(io)?.collect::<Result<_, _>>().map_err(io)?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
@@ -159,8 +168,13 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) -> Res
             continue;
         }
         let kind = entry.file_type().map_err(io)?;
-        if kind.is_dir() || (kind.is_symlink() && path.is_dir()) {
-            walk(&path, files, skipped)?;
+        let is_dir = kind.is_dir() || (kind.is_symlink() && path.is_dir());
+        // The job's own result tables, when `--out` sits under an input: output, never input.
+        if is_dir && name.starts_with("MdeTelemetry") {
+            continue;
+        }
+        if is_dir {
+            walk(&path, files, skipped, visited)?;
         } else {
             let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
             if KNOWN_EXTENSIONS.contains(&extension.as_str()) {
@@ -178,14 +192,26 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) -> Res
 pub fn plan_local(inputs: &[PathBuf], options: &ScanOptions) -> Result<Plan, SourceError> {
     let mut plan = Plan::default();
     let mut files = Vec::new();
+    let mut visited = std::collections::HashSet::new();
     for input in inputs {
         if input.is_dir() {
-            walk(input, &mut files, &mut plan.skipped_files)?;
+            walk(input, &mut files, &mut plan.skipped_files, &mut visited)?;
         } else if input.is_file() {
             files.push(input.clone());
         } else {
             return Err(SourceError::Missing { path: input.clone() });
         }
+    }
+    // The same file named twice (`--input dir --input dir/file`) is read once: events count once.
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|path| seen.insert(std::fs::canonicalize(path).unwrap_or_else(|_| path.clone())));
+    if files.is_empty() && !inputs.is_empty() {
+        let names: Vec<String> = inputs.iter().map(|p| format!("`{}`", p.display())).collect();
+        let skipped = match plan.skipped_files.len() {
+            0 => String::new(),
+            n => format!(" ({n} other file(s) skipped by their extension, e.g. `{}`)", plan.skipped_files[0].display()),
+        };
+        return Err(SourceError::NoFiles { inputs: names.join(", "), skipped });
     }
     for path in files {
         let bytes = std::fs::metadata(&path).map_err(|source| SourceError::Io { path: path.clone(), source })?.len();

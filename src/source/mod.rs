@@ -181,6 +181,8 @@ pub enum SourceError {
     NoTimeColumn { path: PathBuf, wanted: &'static str, fallback: &'static str },
     #[error("input `{path}` does not exist; pass an existing file or folder to `--input`")]
     Missing { path: PathBuf },
+    #[error("no Parquet, JSON lines or CSV file under {inputs}{skipped}; pass the folder that holds the exports")]
+    NoFiles { inputs: String, skipped: String },
     #[error("cannot read `{url}`: {message}")]
     Blob { url: String, message: String },
     #[error("{}{exceeded}", path_prefix(path.as_deref()))]
