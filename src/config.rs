@@ -153,6 +153,9 @@ pub struct Config {
     pub detect: DetectConfig,
     /// The identity every Azure call uses, and the retries and timeouts of those calls.
     pub azure: AzureConfig,
+    /// Bounds on what hostile or broken input may cost; exceeding one fails the run, naming the
+    /// file and the setting.
+    pub limits: Limits,
     /// Sentinel custom tables (the Logs Ingestion API); absent means no Sentinel delivery.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sentinel: Option<SentinelConfig>,
@@ -172,8 +175,56 @@ impl Default for Config {
             expected_processes: default_expected_processes(),
             detect: DetectConfig::default(),
             azure: AzureConfig::default(),
+            limits: Limits::default(),
             sentinel: None,
         }
+    }
+}
+
+/// Resource bounds. The defaults hold a large tenant's nightly run in a 4 GiB container; a
+/// run that needs more says which setting to raise.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// The longest line of a JSON-lines or CSV input, and the largest single (pretty-printed)
+    /// JSON document, in bytes. A Defender event is a few KiB.
+    pub max_line_bytes: u64,
+    /// The most bytes one gzip input may decompress to (a gzip bomb stops here).
+    pub max_decompressed_bytes: u64,
+    /// The most input rows one run reads, checked as each file or row group finishes.
+    pub max_rows_per_run: u64,
+    /// Memory for the exact distinct-device sets of all groups together, estimated, in bytes.
+    pub max_device_set_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line_bytes: 16 << 20,
+            max_decompressed_bytes: 64 << 30,
+            max_rows_per_run: 20_000_000_000,
+            max_device_set_bytes: 2 << 30,
+        }
+    }
+}
+
+impl Limits {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let checks: [(&str, u64, u64, &str); 4] = [
+            ("limits.max_line_bytes", self.max_line_bytes, 4096, "4096 bytes (a Defender event is a few KiB)"),
+            ("limits.max_decompressed_bytes", self.max_decompressed_bytes, 1 << 20, "1 MiB"),
+            ("limits.max_rows_per_run", self.max_rows_per_run, 1, "1 row"),
+            ("limits.max_device_set_bytes", self.max_device_set_bytes, 1 << 20, "1 MiB"),
+        ];
+        for (field, value, minimum, words) in checks {
+            if value < minimum {
+                return Err(ConfigError::Invalid {
+                    field: field.into(),
+                    message: format!("at least {words}; remove the key for the default"),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -913,6 +964,7 @@ impl Config {
             None => None,
         };
         let sentinel = self.sentinel.as_ref().map(SentinelConfig::validate).transpose()?;
+        self.limits.validate()?;
         Ok(Settings {
             source_blob,
             results_blob,
@@ -934,6 +986,7 @@ impl Config {
             expected,
             scope,
             reject_samples: self.output.reject_samples,
+            limits: self.limits,
             detect,
             log_analytics,
             sentinel,
@@ -1485,6 +1538,7 @@ pub struct Settings {
     pub expected: Vec<CompiledExpected>,
     pub scope: Scope,
     pub reject_samples: usize,
+    pub limits: Limits,
     pub detect: DetectSettings,
     /// The query API source, when configured instead of files.
     pub log_analytics: Option<LogAnalyticsSettings>,

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,7 +37,7 @@ use crate::source::blob::{BlobReader, Fetched};
 use crate::source::log_analytics::{
     EventBatch, HostFilter, LogAnalytics, LogAnalyticsSettings, QueryError, QueryText, ScanRequest,
 };
-use crate::source::{plan_local, ScanOptions, ScanStats, SourceError, Unit};
+use crate::source::{plan_local, LimitExceeded, ScanOptions, ScanStats, SourceError, Unit};
 use crate::time::Day;
 
 /// What to run. Blob sources and results come from `settings`; `inputs` and `out` are the local
@@ -425,6 +426,7 @@ fn execute(
         matcher: Arc::new(settings.hosts.clone()),
         reject_samples: settings.reject_samples,
         columns: crate::hunt::aggregate::needed_columns(settings),
+        limits: settings.limits,
     };
     let clock = Instant::now();
     let (partial, stats) = match (&settings.log_analytics, side) {
@@ -528,19 +530,54 @@ fn scan_files(
     );
 
     let keep = settings.reject_samples;
+    let limits = settings.limits;
     let bar = progress_bar(plan.units.iter().map(|u| u.weight()).sum(), request.progress);
+    let rows_read = AtomicU64::new(0);
+    let within_device_budget = |partial: &Partial, path: Option<&std::path::Path>| {
+        if partial.device_set_bytes() <= limits.max_device_set_bytes {
+            return Ok(());
+        }
+        let what = "the memory of the distinct-device sets (DeviceIds per day and group)";
+        let exceeded = LimitExceeded { what, setting: "max_device_set_bytes", limit: limits.max_device_set_bytes };
+        Err(SourceError::Limit { path: path.map(std::path::Path::to_path_buf), exceeded })
+    };
     let scan = |unit: &Unit, fetched: Option<Fetched>| {
         let mut partial = Partial::default();
         let mut sink = |batch| partial.add_batch(settings, &batch);
-        let stats = match fetched {
-            None => unit.scan(options, &mut sink)?,
-            Some(fetched) => unit.scan_fetched(fetched, options, &mut sink)?,
-        };
+        // A reader library that panics on a corrupt file fails the run with the file's name, as
+        // any unreadable input does, rather than taking the process down.
+        let scanned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match fetched {
+            None => unit.scan(options, &mut sink),
+            Some(fetched) => unit.scan_fetched(fetched, options, &mut sink),
+        }));
+        let stats = scanned.unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(SourceError::Format {
+                path: unit.path().to_path_buf(),
+                message: format!("the reader failed on this file: {message}"),
+            })
+        })?;
+        let total = rows_read.fetch_add(stats.rows_scanned, Ordering::Relaxed) + stats.rows_scanned;
+        if total > limits.max_rows_per_run {
+            let what = "the rows read by this run";
+            let exceeded = LimitExceeded { what, setting: "max_rows_per_run", limit: limits.max_rows_per_run };
+            return Err(SourceError::Limit { path: Some(unit.path().to_path_buf()), exceeded });
+        }
+        within_device_budget(&partial, Some(unit.path()))?;
         bar.inc(unit.weight());
         Ok::<_, SourceError>((partial, stats))
     };
     let empty = || (Partial::default(), ScanStats::default());
-    let merge = |a: (Partial, ScanStats), b: (Partial, ScanStats)| Ok((a.0.merge(b.0), a.1.merge(b.1, keep)));
+    // Merged sets are checked, not the sum of the units': a device seen in every file counts once.
+    let merge = |a: (Partial, ScanStats), b: (Partial, ScanStats)| {
+        let partial = a.0.merge(b.0);
+        within_device_budget(&partial, None)?;
+        Ok((partial, a.1.merge(b.1, keep)))
+    };
     let units = std::mem::take(&mut plan.units);
     let (partial, mut stats) = match &reader {
         None => units.par_iter().map(|unit| scan(unit, None)).try_reduce(empty, merge)?,

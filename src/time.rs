@@ -119,6 +119,17 @@ fn digits(b: &[u8]) -> Option<u32> {
     Some(v)
 }
 
+/// The first microsecond of 0001-01-01 and the first after 9999-12-31: Kusto's datetime range.
+/// Times outside it exist in no Defender table, and their days could not be written as
+/// `YYYY-MM-DD`.
+pub const MIN_MICROS: i64 = -719_162 * MICROS_PER_DAY;
+pub const END_MICROS: i64 = 2_932_897 * MICROS_PER_DAY;
+
+/// Whether a time lies in Kusto's datetime range.
+pub fn in_datetime_range(micros: i64) -> bool {
+    (MIN_MICROS..END_MICROS).contains(&micros)
+}
+
 /// Parses the ISO 8601 forms Defender, Log Analytics and the portal CSV write:
 /// `2023-10-18T23:59:59.9999999Z`, `2023-10-18T23:59:59Z`, `2023-10-18 23:59:59.123`,
 /// `2023-10-18T23:59:59+02:00`. No zone means UTC (Kusto datetimes are always UTC).
@@ -170,7 +181,7 @@ pub fn parse_timestamp_micros(text: &str) -> Option<i64> {
         _ => return None,
     };
     let seconds = i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second) - offset_seconds;
-    Some(date.start_micros() + seconds * 1_000_000 + micros)
+    Some(date.start_micros() + seconds * 1_000_000 + micros).filter(|&t| in_datetime_range(t))
 }
 
 /// Formats microseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
@@ -217,10 +228,24 @@ mod tests {
             ("not a time", None),
             ("", None),
             ("2023-10-18T00:00:00ZZ", None),
+            ("1969-07-20T20:17:40Z", Some(-14_182_940_000_000)),
+            ("2300-01-01T00:00:00Z", Some(10_413_792_000_000_000)),
+            ("0001-01-01T00:00:00Z", Some(MIN_MICROS)),
+            ("0000-12-31T23:59:59Z", None),
+            ("0001-01-01T00:30:00+01:00", None),
+            ("9999-12-31T23:59:59.999999Z", Some(END_MICROS - 1)),
+            ("9999-12-31T23:00:00-02:00", None),
         ];
         for (text, want) in cases {
             assert_eq!(parse_timestamp_micros(text), *want, "{text}");
         }
+    }
+
+    #[test]
+    fn datetime_range_bounds() {
+        assert_eq!(MIN_MICROS, Day::from_ymd(1, 1, 1).unwrap().start_micros());
+        assert_eq!(END_MICROS, Day::from_ymd(9999, 12, 31).unwrap().next().start_micros());
+        assert!(!in_datetime_range(i64::MIN) && !in_datetime_range(i64::MAX));
     }
 
     #[test]

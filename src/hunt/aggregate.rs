@@ -502,6 +502,20 @@ impl Partial {
         }
     }
 
+    /// An estimate of the memory the device sets and the interned DeviceIds take, for
+    /// `limits.max_device_set_bytes`: hash-set slots of a `u32` (with control byte and spare
+    /// capacity) per member, and each name with its map entry.
+    pub fn device_set_bytes(&self) -> u64 {
+        const PER_MEMBER: u64 = 8;
+        const PER_NAME: u64 = 48;
+        let sets = self.daily_kql.values().chain(self.daily_normalized.values()).chain(self.processes.values());
+        let members: usize = sets.map(|g| g.devices.len()).sum::<usize>()
+            + self.hosts.values().map(|h| h.group.devices.len()).sum::<usize>()
+            + self.failed.values().map(FxHashSet::len).sum::<usize>();
+        let names: usize = self.devices.names.iter().map(|n| n.len()).sum();
+        members as u64 * PER_MEMBER + self.devices.len() as u64 * PER_NAME + names as u64
+    }
+
     /// The reference table under a match mode: (day, ActionType) → group.
     pub fn daily(&self, mode: crate::hunt::host::MatchMode) -> &FxHashMap<(Day, Box<str>), GroupAgg> {
         match mode {

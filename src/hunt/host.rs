@@ -114,6 +114,12 @@ static BARE_HOST_BYTE: [bool; 256] = {
 /// taken for one) or a leading `//`; cut the authority at `/ ? #`; drop userinfo up to the last
 /// `@`; drop the port (a bracketed IPv6 literal keeps what is inside the brackets); lowercase;
 /// drop trailing dots. `None` when nothing is left.
+///
+/// The result is a fixed point: normalizing it again gives it back. That is why whitespace and
+/// dots are trimmed from the host itself (`https:// host. /` would otherwise give `host. `, and
+/// that again `host`), every opening bracket is taken (`[[::1]`), and an IPv6 literal keeps its
+/// colons with or without brackets (`[2001:db8::7]` gives `2001:db8::7`, which must not then be
+/// cut to `2001` as a host with a port).
 pub fn normalized_host(remote_url: &str) -> Option<Cow<'_, str>> {
     let trimmed = remote_url.trim();
     let rest = strip_scheme(trimmed).or_else(|| trimmed.strip_prefix("//")).unwrap_or(trimmed);
@@ -122,18 +128,30 @@ pub fn normalized_host(remote_url: &str) -> Option<Cow<'_, str>> {
         Some(at) => &authority[at + 1..],
         None => authority,
     };
-    let host = if let Some(inner) = host_port.strip_prefix('[') {
+    let host_port = host_port.trim();
+    let host = if host_port.starts_with('[') {
+        let inner = host_port.trim_start_matches(|c: char| c == '[' || c.is_whitespace());
         match inner.find(']') {
             Some(end) => &inner[..end],
             None => inner,
         }
+    } else if is_ipv6_literal(host_port) {
+        host_port
     } else {
         match host_port.find(':') {
             Some(colon) => &host_port[..colon],
             None => host_port,
         }
     };
-    let host = host.trim_end_matches('.');
+    let host = host.trim_end_matches(|c: char| c == '.' || c.is_whitespace()).trim_start();
+    // What is left of a bracketed value that is not an IPv6 literal (`[a:b]`) is a name with a
+    // port, like any other.
+    let host = match host.find(':') {
+        Some(colon) if !is_ipv6_literal(host) => {
+            host[..colon].trim_end_matches(|c: char| c == '.' || c.is_whitespace())
+        }
+        _ => host,
+    };
     if host.is_empty() {
         return None;
     }
@@ -142,6 +160,11 @@ pub fn normalized_host(remote_url: &str) -> Option<Cow<'_, str>> {
     } else {
         Some(Cow::Borrowed(host))
     }
+}
+
+/// An IPv6 address written without brackets: its colons are not a port separator.
+fn is_ipv6_literal(text: &str) -> bool {
+    text.contains(':') && text.parse::<std::net::Ipv6Addr>().is_ok()
 }
 
 /// The last eight bytes of a name (fewer, zero-padded, for a shorter one) as one integer.
@@ -480,6 +503,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Inputs whose host, normalized again, used to change (found by the property test): the
+    /// host now comes out as its own normal form.
+    #[test]
+    fn normalized_host_is_a_fixed_point() {
+        let cases = [
+            ("https:// winatp-gw-weu.microsoft.com. /", "winatp-gw-weu.microsoft.com"),
+            ("https://u@ [winatp-gw-weu.microsoft.com]:443/", "winatp-gw-weu.microsoft.com"),
+            ("ldap://[2001:db8::7]/c=GB", "2001:db8::7"),
+            ("2001:DB8::7", "2001:db8::7"),
+            ("[[::1]", "::1"),
+            ("[ [x]", "x"),
+            ("[a:b]", "a"),
+            ("[a. :b]", "a"),
+            ("host . :443", "host"),
+            ("winatp-gw-weu.microsoft.com:443:1", "winatp-gw-weu.microsoft.com"),
+        ];
+        for (input, host) in cases {
+            assert_eq!(normalized_host(input).as_deref(), Some(host), "{input:?}");
+            assert_eq!(normalized_host(host).as_deref(), Some(host), "{host:?} again");
+        }
+        assert_eq!(normalized_host("[]"), None);
+        assert_eq!(normalized_host("https:// . /"), None);
     }
 
     #[test]

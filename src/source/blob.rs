@@ -545,7 +545,7 @@ impl Unit {
             (Unit::Parquet(unit), Fetched::Chunks(chunks)) => unit.scan_chunks(chunks, options, sink),
             (Unit::Json(unit), Fetched::Stream(stream)) => {
                 let lines =
-                    maybe_gunzip(stream).map_err(|source| SourceError::Io { path: unit.path.clone(), source })?;
+                    maybe_gunzip(stream, &options.limits).map_err(|source| SourceError::io(&unit.path, source))?;
                 unit.scan_reader(lines, options, sink)
             }
             (unit, _) => Err(SourceError::Format {

@@ -13,7 +13,7 @@ use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch, TimestampMicrose
 use arrow_schema::{DataType, TimeUnit};
 
 use crate::schema::{self, col, CANONICAL_COLUMNS};
-use crate::time::{parse_timestamp_micros, MICROS_PER_DAY};
+use crate::time::{in_datetime_range, parse_timestamp_micros, MICROS_PER_DAY};
 
 /// Rows per canonical batch built row by row.
 pub const BATCH_ROWS: usize = 8192;
@@ -88,6 +88,8 @@ pub enum TimeCell {
     Micros(i64),
     Missing,
     Invalid,
+    /// Before 0001-01-01 or after 9999-12-31 (see [`crate::time::in_datetime_range`]).
+    OutOfRange,
 }
 
 /// Row-by-row access to any supported time column without materializing it: timestamps of
@@ -153,13 +155,15 @@ impl TimeReader {
                     TimeUnit::Microsecond => Some(v),
                     TimeUnit::Nanosecond => Some(v.div_euclid(1_000)),
                 };
-                micros.map_or(TimeCell::Invalid, TimeCell::Micros)
+                micros.filter(|&t| in_datetime_range(t)).map_or(TimeCell::OutOfRange, TimeCell::Micros)
             }
             TimeReader::Date32 { values, nulls } => {
                 if nulls.as_ref().is_some_and(|n| n.is_null(row)) {
                     return TimeCell::Missing;
                 }
-                TimeCell::Micros(i64::from(values[row]) * MICROS_PER_DAY)
+                // A day count past ±292,000 years does not fit in microseconds.
+                let micros = i64::from(values[row]).checked_mul(MICROS_PER_DAY);
+                micros.filter(|&t| in_datetime_range(t)).map_or(TimeCell::OutOfRange, TimeCell::Micros)
             }
             TimeReader::Text(text) => {
                 if text.is_null(row) || text.value(row).is_empty() {

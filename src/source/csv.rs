@@ -3,6 +3,7 @@
 //! 7-digit fraction. Columns the job does not read are never converted.
 
 use std::borrow::Cow;
+use std::io::BufRead;
 use std::path::PathBuf;
 
 use arrow_array::RecordBatch;
@@ -20,14 +21,42 @@ pub struct CsvUnit {
     pub bytes: u64,
 }
 
+/// A header without the byte-order mark that Excel and PowerShell's Export-Csv write first.
+fn unmarked(index: usize, header: &[u8]) -> &[u8] {
+    match index {
+        0 => header.strip_prefix("\u{feff}".as_bytes()).unwrap_or(header),
+        _ => header,
+    }
+}
+
+/// A read failure (or a `[limits]` bound, see [`SourceError::io`]) fails the file.
+fn csv_error(path: &std::path::Path, e: csv::Error, context: &str) -> SourceError {
+    let message = format!("{context}: {e}");
+    match e.into_kind() {
+        csv::ErrorKind::Io(source) => SourceError::io(path, source),
+        _ => SourceError::Format { path: path.to_path_buf(), message },
+    }
+}
+
 impl CsvUnit {
     pub fn scan(&self, options: &ScanOptions, sink: &mut dyn FnMut(RecordBatch)) -> Result<ScanStats, SourceError> {
+        self.scan_reader(open_maybe_gzip(&self.path, &options.limits)?, options, sink)
+    }
+
+    /// Scans CSV text from `input` (gzip already undone); `path` only names it in messages.
+    pub fn scan_reader(
+        &self,
+        input: Box<dyn BufRead + Send>,
+        options: &ScanOptions,
+        sink: &mut dyn FnMut(RecordBatch),
+    ) -> Result<ScanStats, SourceError> {
         let path = &self.path;
-        let format_error = |message: String| SourceError::Format { path: path.clone(), message };
-        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(open_maybe_gzip(path)?);
-        let headers =
-            reader.byte_headers().map_err(|e| format_error(format!("cannot read the CSV header: {e}")))?.clone();
-        let position = |name: &str| headers.iter().position(|h| h == name.as_bytes());
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
+        let headers = match reader.byte_headers() {
+            Ok(headers) => headers.clone(),
+            Err(e) => return Err(csv_error(path, e, "cannot read the CSV header")),
+        };
+        let position = |name: &str| headers.iter().enumerate().position(|(i, h)| unmarked(i, h) == name.as_bytes());
         let time_index = match options.time_column {
             TimeColumn::Timestamp => position(schema::TIMESTAMP).or_else(|| position(schema::TIME_GENERATED)),
             TimeColumn::TimeGenerated => position(schema::TIME_GENERATED),
@@ -56,7 +85,7 @@ impl CsvUnit {
                     let sample = || format!("{}: {e}", path.display());
                     stats.rejects.add("csv: malformed record", sample, options.reject_samples);
                     if matches!(e.kind(), csv::ErrorKind::Io(_)) {
-                        return Err(format_error(e.to_string()));
+                        return Err(csv_error(path, e, "cannot read the CSV file"));
                     }
                     continue;
                 }
@@ -110,9 +139,9 @@ impl CsvUnit {
                 }
             }
             if let Some(port) = row.text[col::REMOTE_PORT].take() {
-                match port.trim().parse::<i32>() {
-                    Ok(p) => row.remote_port = Some(p),
-                    Err(_) => bad = Some("type: RemotePort".to_string()),
+                match super::parse_port(&port) {
+                    Ok(p) => row.remote_port = p,
+                    Err(()) => bad = Some("type: RemotePort".to_string()),
                 }
             }
             if let Some(reason) = bad {

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 use super::canonical::{RowBuilder, RowValues, BATCH_ROWS};
 use super::local::open_maybe_gzip;
-use super::{ScanOptions, ScanStats, SourceError};
+use super::{LimitExceeded, ScanOptions, ScanStats, SourceError};
 use crate::config::TimeColumn;
 use crate::schema::col;
 use crate::time::{parse_timestamp_micros, Day};
@@ -91,11 +91,9 @@ fn text<'a>(raw: Option<&'a RawValue>, field: &str) -> Result<Option<Cow<'a, str
 }
 
 fn port(raw: Option<&RawValue>) -> Result<Option<i32>, String> {
-    const WRONG: &str = "RemotePort: not an integer port";
     match text(raw, "RemotePort")? {
         None => Ok(None),
-        Some(t) if t.trim().is_empty() => Ok(None),
-        Some(t) => t.trim().parse::<i32>().map(Some).map_err(|_| WRONG.to_string()),
+        Some(t) => super::parse_port(&t).map_err(|()| "RemotePort: not a port number (0 to 65535)".to_string()),
     }
 }
 
@@ -226,7 +224,7 @@ fn snippet(text: &str) -> String {
 impl JsonUnit {
     /// Scans the unit's local file.
     pub fn scan(&self, options: &ScanOptions, sink: &mut dyn FnMut(RecordBatch)) -> Result<ScanStats, SourceError> {
-        self.scan_reader(open_maybe_gzip(&self.path)?, options, sink)
+        self.scan_reader(open_maybe_gzip(&self.path, &options.limits)?, options, sink)
     }
 
     /// Scans the unit's lines from `reader` (a local file or a blob's stream, gzip already
@@ -237,7 +235,7 @@ impl JsonUnit {
         options: &ScanOptions,
         sink: &mut dyn FnMut(RecordBatch),
     ) -> Result<ScanStats, SourceError> {
-        let io = |source| SourceError::Io { path: self.path.clone(), source };
+        let io = |source| SourceError::io(&self.path, source);
         let mut scan =
             Scan { options, stats: ScanStats::default(), builder: RowBuilder::default(), sink, path: &self.path };
         let mut line = Vec::new();
@@ -254,14 +252,23 @@ impl JsonUnit {
                 continue;
             };
             let text = text.trim();
+            // A byte-order mark (Windows tools write one) is not part of the first value.
+            let text = if number == 1 { text.trim_start_matches('\u{feff}').trim_start() } else { text };
             if text.is_empty() {
                 continue;
             }
             // A first line that is an unfinished value means one pretty-printed document.
             if first && serde_json::from_str::<&RawValue>(text).is_err_and(|e| e.is_eof()) {
+                // The whole document is held in memory: it is bounded like a line.
+                let max = options.limits.max_line_bytes;
                 let mut rest = String::new();
-                reader.read_to_string(&mut rest).map_err(io)?;
-                let document = format!("{}{rest}", String::from_utf8_lossy(&line));
+                (&mut reader).take(max.saturating_add(1)).read_to_string(&mut rest).map_err(io)?;
+                if (line.len() + rest.len()) as u64 > max {
+                    let what = "a JSON document that is not one value per line";
+                    let exceeded = LimitExceeded { what, setting: "max_line_bytes", limit: max };
+                    return Err(SourceError::Limit { path: Some(self.path.clone()), exceeded });
+                }
+                let document = format!("{text}{rest}");
                 let stream = serde_json::Deserializer::from_str(&document).into_iter::<&RawValue>();
                 for (i, value) in stream.enumerate() {
                     match value {

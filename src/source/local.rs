@@ -9,7 +9,8 @@ use flate2::read::MultiGzDecoder;
 
 use super::csv::CsvUnit;
 use super::json::JsonUnit;
-use super::{parquet, ScanOptions, SourceError, Unit};
+use super::{parquet, LimitExceeded, ScanOptions, SourceError, Unit};
+use crate::config::Limits;
 
 /// Extensions a folder walk picks up; anything else in a folder is skipped (and listed).
 const KNOWN_EXTENSIONS: [&str; 7] = ["parquet", "json", "jsonl", "ndjson", "gz", "csv", "pq"];
@@ -35,17 +36,66 @@ pub enum Format {
     Csv,
 }
 
-/// Opens a file, decompressing it when it starts with the gzip magic bytes.
-pub fn open_maybe_gzip(path: &Path) -> Result<Box<dyn BufRead + Send>, SourceError> {
-    let io = |source| SourceError::Io { path: path.to_path_buf(), source };
-    maybe_gunzip(File::open(path).map_err(io)?).map_err(io)
+/// Opens a file, decompressing it when it starts with the gzip magic bytes, within `limits`.
+pub fn open_maybe_gzip(path: &Path, limits: &Limits) -> Result<Box<dyn BufRead + Send>, SourceError> {
+    let file = File::open(path).map_err(|e| SourceError::io(path, e))?;
+    maybe_gunzip(file, limits).map_err(|e| SourceError::io(path, e))
 }
 
-/// Buffers a byte stream, decompressing it when it starts with the gzip magic bytes.
-pub fn maybe_gunzip(input: impl Read + Send + 'static) -> std::io::Result<Box<dyn BufRead + Send>> {
+/// Buffers a byte stream, decompressing it when it starts with the gzip magic bytes. Reads stop
+/// with a [`LimitExceeded`] error (see [`SourceError::io`]) at a line longer than
+/// `max_line_bytes` or, for gzip, past `max_decompressed_bytes`, so that neither a gzip bomb nor a
+/// line without an end makes memory grow without bound.
+pub fn maybe_gunzip(input: impl Read + Send + 'static, limits: &Limits) -> std::io::Result<Box<dyn BufRead + Send>> {
     let mut input = BufReader::with_capacity(1 << 20, input);
     let gz = input.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-    Ok(if gz { Box::new(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(input))) } else { Box::new(input) })
+    Ok(if gz {
+        let decompressed = Guarded::new(MultiGzDecoder::new(input), limits, Some(limits.max_decompressed_bytes));
+        Box::new(BufReader::with_capacity(1 << 20, decompressed))
+    } else {
+        Box::new(BufReader::with_capacity(1 << 20, Guarded::new(input, limits, None)))
+    })
+}
+
+/// Counts what passes through: the bytes since the last line end, and the total.
+pub struct Guarded<R> {
+    inner: R,
+    line: u64,
+    total: u64,
+    max_line: u64,
+    max_total: Option<u64>,
+}
+
+impl<R: Read> Guarded<R> {
+    pub fn new(inner: R, limits: &Limits, max_total: Option<u64>) -> Guarded<R> {
+        Guarded { inner, line: 0, total: 0, max_line: limits.max_line_bytes, max_total }
+    }
+}
+
+impl<R: Read> Read for Guarded<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buffer)?;
+        let read = &buffer[..n];
+        self.total += n as u64;
+        if let Some(max) = self.max_total.filter(|&max| self.total > max) {
+            let what = "the decompressed data";
+            return Err(std::io::Error::other(LimitExceeded { what, setting: "max_decompressed_bytes", limit: max }));
+        }
+        // Every line that ends in this read, then the one left open, which carries on.
+        let mut longest = 0;
+        let mut segments = read.split(|&b| b == b'\n');
+        let mut open = self.line + segments.next().map_or(0, <[u8]>::len) as u64;
+        for segment in segments {
+            longest = longest.max(open);
+            open = segment.len() as u64;
+        }
+        self.line = open;
+        if longest.max(open) > self.max_line {
+            let what = "a line";
+            return Err(std::io::Error::other(LimitExceeded { what, setting: "max_line_bytes", limit: self.max_line }));
+        }
+        Ok(n)
+    }
 }
 
 /// Recognises a file by content: `PAR1` is Parquet; after optional gzip, a first non-blank byte
@@ -58,6 +108,14 @@ pub fn detect(path: &Path) -> Result<Format, SourceError> {
         return Ok(Format::Parquet);
     }
     let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let parquet_name = matches!(extension.as_str(), "parquet" | "pq");
+    // A file named Parquet is never guessed to be text: binary bytes could pass for a CSV header.
+    if parquet_name && n > 0 {
+        return Err(SourceError::Parquet {
+            path: path.to_path_buf(),
+            message: "the file does not start with the Parquet magic bytes `PAR1`".into(),
+        });
+    }
     if n == 0 {
         return match extension.as_str() {
             "parquet" | "pq" => {
@@ -67,7 +125,7 @@ pub fn detect(path: &Path) -> Result<Format, SourceError> {
             _ => Ok(Format::Json),
         };
     }
-    let mut reader = open_maybe_gzip(path)?;
+    let mut reader = open_maybe_gzip(path, &Limits::default())?;
     let mut first_line = Vec::new();
     // Enough to see the start of a JSON value or a CSV header without reading a whole file.
     let mut limited = (&mut reader).take(64 * 1024);
@@ -82,12 +140,6 @@ pub fn detect(path: &Path) -> Result<Format, SourceError> {
     }
     if trimmed.is_empty() {
         return Ok(Format::Json);
-    }
-    if matches!(extension.as_str(), "parquet" | "pq") {
-        return Err(SourceError::Parquet {
-            path: path.to_path_buf(),
-            message: "the file does not start with the Parquet magic bytes `PAR1`".into(),
-        });
     }
     Err(SourceError::Format {
         path: path.to_path_buf(),

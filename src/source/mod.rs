@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 
-use crate::config::TimeColumn;
+use crate::config::{Limits, TimeColumn};
 use crate::hunt::host::HostMatcher;
 use crate::time::Day;
 
@@ -43,6 +43,7 @@ pub struct ScanOptions {
     pub reject_samples: usize,
     /// Input columns to decode besides the time (columnar sources only).
     pub columns: Vec<&'static str>,
+    pub limits: Limits,
 }
 
 impl ScanOptions {
@@ -157,6 +158,16 @@ impl DayCounts {
     }
 }
 
+/// A RemotePort text: blank is missing; otherwise an integer from 0 to 65535, so that `-1`,
+/// `NaN`, `443.5` or `70000` are rejected rather than reported as ports.
+pub fn parse_port(text: &str) -> Result<Option<i32>, ()> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse::<u16>().map(|p| Some(i32::from(p))).map_err(|_| ())
+}
+
 /// An input that cannot be read at all. The run fails with its path.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -174,6 +185,33 @@ pub enum SourceError {
     NoFiles { inputs: String, skipped: String },
     #[error("cannot read `{url}`: {message}")]
     Blob { url: String, message: String },
+    #[error("{}{exceeded}", path_prefix(path.as_deref()))]
+    Limit { path: Option<PathBuf>, exceeded: LimitExceeded },
+}
+
+fn path_prefix(path: Option<&std::path::Path>) -> String {
+    path.map(|p| format!("`{}`: ", p.display())).unwrap_or_default()
+}
+
+impl SourceError {
+    /// An I/O error reading `path`, or the limit a guarded reader stopped at.
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> SourceError {
+        let limit = source.get_ref().and_then(|inner| inner.downcast_ref::<LimitExceeded>()).cloned();
+        match limit {
+            Some(exceeded) => SourceError::Limit { path: Some(path.to_path_buf()), exceeded },
+            None => SourceError::Io { path: path.to_path_buf(), source },
+        }
+    }
+}
+
+/// A resource bound of `[limits]` that the input went past.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} exceeds `limits.{setting}` = {limit}; if the input is genuine, raise `{setting}` in the `[limits]` section of the configuration")]
+pub struct LimitExceeded {
+    pub what: &'static str,
+    /// The key in `[limits]`.
+    pub setting: &'static str,
+    pub limit: u64,
 }
 
 /// One piece of scanning work.
@@ -191,6 +229,15 @@ impl Unit {
             Unit::Parquet(u) => u.scan(options, sink),
             Unit::Json(u) => u.scan(options, sink),
             Unit::Csv(u) => u.scan(options, sink),
+        }
+    }
+
+    /// The file or blob URL the unit reads.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Unit::Parquet(u) => &u.path,
+            Unit::Json(u) => &u.path,
+            Unit::Csv(u) => &u.path,
         }
     }
 

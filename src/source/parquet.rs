@@ -97,6 +97,7 @@ pub fn plan_metadata(
         _ => None,
     };
     let parquet_meta = metadata.metadata().clone();
+    check_chunks(path, &parquet_meta)?;
     let leaf =
         parquet_meta.file_metadata().schema_descr().columns().iter().position(|c| c.path().string() == time_name);
 
@@ -132,16 +133,46 @@ pub fn plan_metadata(
     Ok(PlannedFile { units, row_groups_pruned, rows_pruned, missing_columns })
 }
 
+/// Rejects a footer whose column chunks lie at negative offsets or sizes: the reader asserts
+/// they do not (it panics on them, found by fuzzing).
+fn check_chunks(path: &Path, metadata: &parquet::file::metadata::ParquetMetaData) -> Result<(), SourceError> {
+    for (group, row_group) in metadata.row_groups().iter().enumerate() {
+        for column in row_group.columns() {
+            let start = column.dictionary_page_offset().unwrap_or(column.data_page_offset());
+            let length = column.compressed_size();
+            if start < 0 || length < 0 || start.checked_add(length).is_none() {
+                let message = format!(
+                    "row group {group} has a column chunk at offset {start} of {length} bytes; the footer is corrupt"
+                );
+                return Err(parquet_error(path, message));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Asks the reader for string views instead of contiguous strings: a view points into the
 /// decoded page, so RemoteUrl values (mostly plain-encoded: too many distinct values for a
-/// dictionary) are not copied before the host test looks at them.
+/// dictionary) are not copied before the host test looks at them. INT96 times are read as
+/// microseconds: as nanoseconds (the reader's default) a time after 2262-04-11 wraps around
+/// to a wrong day without any error.
 fn with_string_views(metadata: ArrowReaderMetadata) -> Result<ArrowReaderMetadata, parquet::errors::ParquetError> {
     let schema = metadata.schema();
+    let descr = metadata.metadata().file_metadata().schema_descr();
+    let int96 = |name: &str| {
+        descr
+            .columns()
+            .iter()
+            .any(|c| c.path().parts() == [name.to_string()] && c.physical_type() == parquet::basic::Type::INT96)
+    };
     let fields: Vec<arrow_schema::FieldRef> = schema
         .fields()
         .iter()
         .map(|f| match f.data_type() {
             DataType::Utf8 | DataType::LargeUtf8 => Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View)),
+            DataType::Timestamp(TimeUnit::Nanosecond, None) if int96(f.name()) => {
+                Arc::new(f.as_ref().clone().with_data_type(DataType::Timestamp(TimeUnit::Microsecond, None)))
+            }
             _ => f.clone(),
         })
         .collect();
@@ -433,6 +464,7 @@ impl ParquetUnit {
                         }
                         TimeCell::Missing => "time: missing",
                         TimeCell::Invalid => "time: not a valid timestamp",
+                        TimeCell::OutOfRange => "time: outside 0001-01-01..9999-12-31",
                     };
                     keep.append(false);
                     stats.rows_scanned += 1;

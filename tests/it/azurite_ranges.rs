@@ -135,6 +135,7 @@ fn the_parquet_reader_fetches_only_the_needed_column_chunks() {
         matcher: Arc::new(settings.hosts.clone()),
         reject_samples: 5,
         columns: telemetry_hunt::hunt::aggregate::needed_columns(&settings),
+        limits: settings.limits,
     };
     let mut columns: Vec<&str> = options.columns.clone();
     columns.push("Timestamp");

@@ -407,6 +407,7 @@ mod tests {
             matcher: Arc::new(settings.hosts),
             reject_samples: 10,
             columns: Vec::new(),
+            limits: settings.limits,
         }
     }
 

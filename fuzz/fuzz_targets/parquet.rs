@@ -1,0 +1,7 @@
+//! Parquet files, mutated (footer, schema, page headers, page data), planned and scanned from
+//! memory as the blob source does, hunted as a run does.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| telemetry_hunt_fuzz::drivers::parquet(data));
