@@ -646,8 +646,11 @@ fn write(
             for table in &day_tables {
                 store.write_day(table, day)?;
             }
-            // Only the detectors read it back: Parquet only, and not sent to Sentinel.
-            store.write_day_parquet(&tables::device_hosts(&partial, settings, day), day)?;
+            // Only the detectors read it back: Parquet only, not sent to Sentinel, not kept when
+            // they are off (those days then give them no history).
+            if settings.detect.enabled {
+                store.write_day_parquet(&tables::device_hosts(&partial, settings, day), day)?;
+            }
             Ok(day_tables)
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -487,8 +487,11 @@ impl Partial {
             if let Some(rule) = excluded {
                 *self.counts.excluded_by_rule.entry(rule).or_default() += weight;
             }
-            let spelled = if evading { spelling::of(get(remote_url, row).unwrap_or("")) } else { 0 };
-            activity(&host, spelled, excluded, self);
+            // Per-device activity is the detectors' evidence; without them it costs for nothing.
+            if settings.detect.enabled {
+                let spelled = if evading { spelling::of(get(remote_url, row).unwrap_or("")) } else { 0 };
+                activity(&host, spelled, excluded, self);
+            }
             let lower = |v: Option<&str>| -> Box<str> { v.unwrap_or("").to_ascii_lowercase().into() };
             let key: ProcessKey = (
                 day,
