@@ -227,7 +227,7 @@ pub enum CliError {
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Usage(_) | CliError::Config(_) => 2,
+            CliError::Usage(_) | CliError::Config(_) | CliError::Sample(sample::SampleError::Invalid(_)) => 2,
             CliError::Run(_) | CliError::Sample(_) | CliError::Report(_) | CliError::Check(_) => 1,
         }
     }

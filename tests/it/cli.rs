@@ -202,3 +202,13 @@ fn report_redraws_the_page_from_the_store() {
     assert_eq!(empty.status.code(), Some(2));
     assert!(text(&empty.stderr).contains("telemetry-hunt run --out nothing-here"), "{}", text(&empty.stderr));
 }
+
+#[test]
+fn impossible_sample_options_are_usage_errors() {
+    let cwd = tempfile::tempdir().unwrap();
+    for flag in [["--days", "0"], ["--devices", "0"]] {
+        let out = hunt(&["sample", "--out", "s", flag[0], flag[1]], cwd.path());
+        assert_eq!(out.status.code(), Some(2), "{flag:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("invalid sample options"), "{}", text(&out.stderr));
+    }
+}
