@@ -243,7 +243,8 @@ pub fn run(request: &RunRequest) -> Result<RunOutcome, (RunError, RunRecord)> {
         (error, record.clone())
     };
     let side = AzureSide::for_settings(settings, request.credential.as_ref()).map_err(|e| fail(e, &mut record))?;
-    let store = open_results(request, side.as_ref().map(|s| &s.azure)).map_err(|e| fail(e, &mut record))?;
+    let store =
+        open_results(settings, &request.out, side.as_ref().map(|s| &s.azure)).map_err(|e| fail(e, &mut record))?;
     let lock = RunLock::acquire(store.clone(), &run_id, settings.lock_ttl).map_err(|e| fail(e.into(), &mut record))?;
     let results = Results::for_run(store.clone(), &run_id);
     let outcome = recover(store.as_ref(), &run_id)
@@ -358,10 +359,11 @@ fn deliver(
     }
 }
 
-fn open_results(request: &RunRequest, azure: Option<&Azure>) -> Result<Arc<dyn Store>, RunError> {
-    Ok(match (&request.settings.results_blob, azure) {
+/// The results store the settings name: a container, else the folder `out`.
+fn open_results(settings: &Settings, out: &std::path::Path, azure: Option<&Azure>) -> Result<Arc<dyn Store>, RunError> {
+    Ok(match (&settings.results_blob, azure) {
         (Some(location), Some(azure)) => Arc::new(BlobStore::new(azure.container(location)?, azure.identity.clone())),
-        _ => Arc::new(LocalDir::new(&request.out)),
+        _ => Arc::new(LocalDir::new(out)),
     })
 }
 
@@ -754,15 +756,7 @@ pub fn with_results<T>(
         Some(_) => Some(Azure::start(&settings.identity, &settings.transport)?),
         None => None,
     };
-    let request = RunRequest {
-        inputs: Vec::new(),
-        out: out.to_path_buf(),
-        window: None,
-        settings: settings.clone(),
-        progress: false,
-        credential: None,
-    };
-    let store = open_results(&request, azure.as_ref())?;
+    let store = open_results(settings, out, azure.as_ref())?;
     Ok(read(&Results::new(store))?)
 }
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::support::{generated_sample, read_table, shared_fixtures, table_files};
+use crate::support::{files_under, generated_sample, read_table, shared_fixtures, table_files};
 
 fn hunt(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_telemetry-hunt"))
@@ -111,18 +111,10 @@ fn a_rerun_replaces_the_days_and_leaves_no_temporary_files() {
     for gone in ["_lock.json", "_staging", "_commits"] {
         assert!(!cwd.path().join("results").join(gone).exists(), "{gone}");
     }
-    let mut leftovers = Vec::new();
-    let mut stack = vec![cwd.path().join("results")];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.to_string_lossy().ends_with(".tmp") {
-                leftovers.push(path);
-            }
-        }
-    }
+    let leftovers: Vec<_> = files_under(&cwd.path().join("results"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 

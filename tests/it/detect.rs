@@ -9,7 +9,7 @@ use telemetry_hunt::hunt::host::MatchMode;
 use telemetry_hunt::sample::{self, scenario, SampleOptions};
 use telemetry_hunt::time::Day;
 
-use crate::support::{read_table, request, run};
+use crate::support::{files_under, read_table, request, run};
 
 fn bundled() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sample")
@@ -201,26 +201,9 @@ fn the_bundled_sample_gives_exactly_the_injected_findings() {
 /// The findings files of every day, by path.
 fn findings_files(out: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
-    for entry in walk(&out.join("MdeTelemetryFindings")) {
+    for entry in files_under(&out.join("MdeTelemetryFindings")) {
         files.insert(entry.strip_prefix(out).unwrap().display().to_string(), std::fs::read(&entry).unwrap());
     }
-    files
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
     files
 }
 

@@ -17,7 +17,7 @@ use crate::azure_fakes::log_analytics::{events_from_dir, LogAnalyticsFake, RESOU
 use crate::azure_fakes::{
     ingestion::RESOURCE as MONITOR, la_section, run_in_process, sample_jsonl, sentinel_section, DCR, WORKSPACE,
 };
-use crate::support::{read_table, table_files};
+use crate::support::{files_under, read_table, table_files};
 
 const FROM: &str = "2026-11-01";
 const TO: &str = "2026-11-03";
@@ -78,21 +78,7 @@ impl World {
     }
 
     fn outbox(&self) -> Vec<std::path::PathBuf> {
-        let mut files = Vec::new();
-        let mut stack = vec![self.results().join("_outbox")];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-            for entry in entries {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else {
-                    files.push(path);
-                }
-            }
-        }
-        files.sort();
-        files
+        files_under(&self.results().join("_outbox"))
     }
 
     fn no_violations(&self) {
@@ -153,17 +139,9 @@ fn gunzip(bytes: &[u8]) -> Vec<u8> {
 /// Every file under `dir`, for looking for secrets.
 fn all_text(dir: &Path) -> String {
     let mut out = String::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                out.push_str(&text(&if path.to_string_lossy().ends_with(".gz") { gunzip(&bytes) } else { bytes }));
-            }
-        }
+    for path in files_under(dir) {
+        let bytes = std::fs::read(&path).unwrap();
+        out.push_str(&text(&if path.to_string_lossy().ends_with(".gz") { gunzip(&bytes) } else { bytes }));
     }
     out
 }
