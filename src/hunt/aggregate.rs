@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, TimestampMicrosecondType};
 use arrow_array::{Array, RecordBatch, StringArray};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 
 use crate::config::Settings;
 use crate::hunt::rules::{expected_by, first_exclusion, ProcessFields};
@@ -51,6 +51,106 @@ pub fn needed_columns(settings: &Settings) -> Vec<&'static str> {
     }
     columns
 }
+
+/// The tables' string-keyed groups. hashbrown rather than std: a row looks its group up by a key
+/// borrowed from the batch ([`DayName`], [`DayHostAction`], [`ProcessProbe`]) and the owned key is
+/// built only when the group is new, so the hot loop allocates nothing per row.
+pub type GroupMap<K, V> = hashbrown::HashMap<K, V, FxBuildHasher>;
+
+/// A `(day, name)` key borrowed from the row; hashes as the owned key does.
+#[derive(Hash)]
+struct DayName<'a>(Day, &'a str);
+
+impl hashbrown::Equivalent<(Day, Box<str>)> for DayName<'_> {
+    fn equivalent(&self, key: &(Day, Box<str>)) -> bool {
+        self.0 == key.0 && self.1 == &*key.1
+    }
+}
+
+impl From<&DayName<'_>> for (Day, Box<str>) {
+    fn from(probe: &DayName<'_>) -> Self {
+        (probe.0, probe.1.into())
+    }
+}
+
+/// A `(day, host, ActionType)` key borrowed from the row.
+#[derive(Hash)]
+struct DayHostAction<'a>(Day, &'a str, &'a str);
+
+impl hashbrown::Equivalent<(Day, Box<str>, Box<str>)> for DayHostAction<'_> {
+    fn equivalent(&self, key: &(Day, Box<str>, Box<str>)) -> bool {
+        self.0 == key.0 && self.1 == &*key.1 && self.2 == &*key.2
+    }
+}
+
+impl From<&DayHostAction<'_>> for (Day, Box<str>, Box<str>) {
+    fn from(probe: &DayHostAction<'_>) -> Self {
+        (probe.0, probe.1.into(), probe.2.into())
+    }
+}
+
+/// A [`ProcessKey`] borrowed from the row (file name and folder already lowercased).
+#[derive(Hash)]
+struct ProcessProbe<'a>(Day, &'a str, &'a str, &'a str, &'a str, Option<usize>);
+
+impl hashbrown::Equivalent<ProcessKey> for ProcessProbe<'_> {
+    fn equivalent(&self, key: &ProcessKey) -> bool {
+        self.0 == key.0
+            && self.1 == &*key.1
+            && self.2 == &*key.2
+            && self.3 == &*key.3
+            && self.4 == &*key.4
+            && self.5 == key.5
+    }
+}
+
+impl From<&ProcessProbe<'_>> for ProcessKey {
+    fn from(p: &ProcessProbe<'_>) -> Self {
+        (p.0, p.1.into(), p.2.into(), p.3.into(), p.4.into(), p.5)
+    }
+}
+
+/// What the hunt needs to know of one RemoteUrl value, worked out once per partial: a batch of
+/// telemetry rows repeats a few hundred spellings of a few dozen hosts.
+#[derive(Debug, Clone)]
+struct UrlClass {
+    kql_reference: bool,
+    normalized_reference: bool,
+    /// The normalized host, when listed.
+    host: Option<Box<str>>,
+    lookalike: Option<Box<str>>,
+    /// [`spelling`] flags when the spelling hides a reference host from the reference query.
+    spelled: u8,
+}
+
+impl UrlClass {
+    fn of(settings: &Settings, url: Option<&str>) -> UrlClass {
+        let class = settings.hosts.classify(url);
+        let evading = class.evades_reference_query();
+        UrlClass {
+            kql_reference: class.kql_reference,
+            normalized_reference: class.normalized_reference,
+            host: class.host.map(|h| h.as_ref().into()),
+            lookalike: class.lookalike.map(|h| h.as_ref().into()),
+            spelled: if evading { spelling::of(url.unwrap_or("")) } else { 0 },
+        }
+    }
+
+    fn evades_reference_query(&self) -> bool {
+        self.normalized_reference && !self.kql_reference
+    }
+}
+
+/// `value` in ASCII lowercase, into a reused buffer.
+fn lowercase_into(out: &mut String, value: &str) {
+    out.clear();
+    out.push_str(value);
+    out.make_ascii_lowercase();
+}
+
+/// Distinct RemoteUrl values remembered per partial; past this the memo starts again, so a
+/// file of unique URLs costs the classification it always did, and bounded memory.
+const URL_MEMO_LIMIT: usize = 4096;
 
 /// Strings interned per partial (DeviceIds, process-on-host identities): a group holds small
 /// ids, so a value seen in many groups is stored once, and sets are cheap to build, merge and
@@ -263,14 +363,14 @@ pub struct HuntCounts {
 /// A partial aggregate: built per batch, merged by `reduce`.
 #[derive(Debug, Default, Clone)]
 pub struct Partial {
-    pub daily_kql: FxHashMap<(Day, Box<str>), GroupAgg>,
-    pub daily_normalized: FxHashMap<(Day, Box<str>), GroupAgg>,
-    pub hosts: FxHashMap<(Day, Box<str>, Box<str>), HostAgg>,
+    pub daily_kql: GroupMap<(Day, Box<str>), GroupAgg>,
+    pub daily_normalized: GroupMap<(Day, Box<str>), GroupAgg>,
+    pub hosts: GroupMap<(Day, Box<str>, Box<str>), HostAgg>,
     /// Devices with a `ConnectionFailed` per (day, host).
-    pub failed: FxHashMap<(Day, Box<str>), FxHashSet<u32>>,
+    pub failed: GroupMap<(Day, Box<str>), FxHashSet<u32>>,
     /// The DeviceIds the groups refer to.
     pub devices: Interner,
-    pub processes: FxHashMap<ProcessKey, GroupAgg>,
+    pub processes: GroupMap<ProcessKey, GroupAgg>,
     /// Per device: what it reached through which process, for the detectors (telemetry and
     /// look-alike hosts).
     pub activity: FxHashMap<ActivityKey, ActivityAgg>,
@@ -279,17 +379,15 @@ pub struct Partial {
     /// The DeviceName of each device id (the smallest seen, so merging in any order agrees).
     pub device_names: FxHashMap<u32, Box<str>>,
     pub counts: HuntCounts,
+    /// Scratch: RemoteUrl value → its class (see [`UrlClass`]); not part of the aggregate.
+    url_memo: FxHashMap<Box<str>, UrlClass>,
 }
 
-fn merge_maps<K: std::hash::Hash + Eq, V>(
-    into: &mut FxHashMap<K, V>,
-    from: FxHashMap<K, V>,
-    merge: impl Fn(&mut V, V),
-) {
+fn merge_maps<K: std::hash::Hash + Eq, V>(into: &mut GroupMap<K, V>, from: GroupMap<K, V>, merge: impl Fn(&mut V, V)) {
     for (k, v) in from {
         match into.entry(k) {
-            std::collections::hash_map::Entry::Occupied(mut e) => merge(e.get_mut(), v),
-            std::collections::hash_map::Entry::Vacant(e) => {
+            hashbrown::hash_map::Entry::Occupied(mut e) => merge(e.get_mut(), v),
+            hashbrown::hash_map::Entry::Vacant(e) => {
                 e.insert(v);
             }
         }
@@ -306,11 +404,14 @@ fn set_min_name(names: &mut FxHashMap<u32, Box<str>>, device: u32, name: &str) {
     }
 }
 
-fn entry<'m, K: std::hash::Hash + Eq, V: Default>(
-    map: &'m mut FxHashMap<K, V>,
-    probe: impl FnOnce() -> K,
-) -> &'m mut V {
-    map.entry(probe()).or_default()
+/// The group of `probe`, created (and its owned key built) only when new.
+fn entry<'m, K, Q, V>(map: &'m mut GroupMap<K, V>, probe: &Q) -> &'m mut V
+where
+    K: std::hash::Hash + Eq + for<'q> From<&'q Q>,
+    Q: std::hash::Hash + hashbrown::Equivalent<K> + ?Sized,
+    V: Default,
+{
+    map.raw_entry_mut().from_key(probe).or_insert_with(|| (K::from(probe), V::default())).1
 }
 
 impl Partial {
@@ -397,11 +498,27 @@ impl Partial {
         let sha1 = text(col::PROCESS_SHA1);
         let scoped = !settings.scope.is_everything();
         let mut identity = String::with_capacity(160);
+        let (mut file_lower, mut folder_lower) = (String::new(), String::new());
+        let detect = settings.detect.enabled;
 
         for row in 0..batch.num_rows() {
             let weight = events.map_or(1, |e| e[row]);
             self.counts.rows_hunted += weight;
-            let class = settings.hosts.classify(get(remote_url, row));
+            let url = get(remote_url, row);
+            let class = match url {
+                Some(url) if url.len() <= 512 => match self.url_memo.get(url) {
+                    Some(class) => class.clone(),
+                    None => {
+                        if self.url_memo.len() >= URL_MEMO_LIMIT {
+                            self.url_memo.clear();
+                        }
+                        let class = UrlClass::of(settings, Some(url));
+                        self.url_memo.insert(url.into(), class.clone());
+                        class
+                    }
+                },
+                _ => UrlClass::of(settings, url),
+            };
             if !class.kql_reference && class.host.is_none() && class.lookalike.is_none() {
                 continue;
             }
@@ -419,11 +536,11 @@ impl Partial {
             let action = get(action_type, row).unwrap_or("");
             if class.kql_reference {
                 self.counts.rows_reference_kql += weight;
-                entry(&mut self.daily_kql, || (day, action.into())).add(device, weight);
+                entry(&mut self.daily_kql, &DayName(day, action)).add(device, weight);
             }
             if class.normalized_reference {
                 self.counts.rows_reference_normalized += weight;
-                entry(&mut self.daily_normalized, || (day, action.into())).add(device, weight);
+                entry(&mut self.daily_normalized, &DayName(day, action)).add(device, weight);
             }
             let evading = class.evades_reference_query();
             if evading {
@@ -458,7 +575,7 @@ impl Partial {
                     set_min_name(&mut this.device_names, device, name);
                 }
             };
-            let Some(host) = class.host else {
+            let Some(host) = class.host.as_deref() else {
                 // A look-alike: the detectors' evidence only, never a telemetry row.
                 if let Some(lookalike) = class.lookalike.as_deref() {
                     activity(lookalike, 0, first_exclusion(&settings.exclusions, &fields), self);
@@ -466,42 +583,32 @@ impl Partial {
                 continue;
             };
             self.counts.rows_telemetry += weight;
-            let host_agg = entry(&mut self.hosts, || (day, host.as_ref().into(), action.into()));
+            let host_agg = entry(&mut self.hosts, &DayHostAction(day, host, action));
             host_agg.group.add(device, weight);
-            if remote_port.is_valid(row) {
-                host_agg.ports.insert(remote_port.value(row));
+            if let Some(port) = port {
+                host_agg.ports.insert(port);
             }
             host_agg.evasion_events += if evading { weight } else { 0 };
             if failed {
-                entry(&mut self.failed, || (day, host.as_ref().into())).insert(device);
+                entry(&mut self.failed, &DayName(day, host)).insert(device);
             }
             // An expected process needs no excuse: exclusions only tag the unexpected ones.
-            let expected = expected_by(
-                &settings.expected,
-                fields.file_name.unwrap_or(""),
-                fields.folder_path.unwrap_or(""),
-                &host,
-            )
-            .is_some();
+            let expected =
+                expected_by(&settings.expected, fields.file_name.unwrap_or(""), fields.folder_path.unwrap_or(""), host)
+                    .is_some();
             let excluded = if expected { None } else { first_exclusion(&settings.exclusions, &fields) };
             if let Some(rule) = excluded {
                 *self.counts.excluded_by_rule.entry(rule).or_default() += weight;
             }
             // Per-device activity is the detectors' evidence; without them it costs for nothing.
-            if settings.detect.enabled {
-                let spelled = if evading { spelling::of(get(remote_url, row).unwrap_or("")) } else { 0 };
-                activity(&host, spelled, excluded, self);
+            if detect {
+                activity(host, class.spelled, excluded, self);
             }
-            let lower = |v: Option<&str>| -> Box<str> { v.unwrap_or("").to_ascii_lowercase().into() };
-            let key: ProcessKey = (
-                day,
-                host.as_ref().into(),
-                lower(fields.file_name),
-                lower(fields.folder_path),
-                get(company, row).unwrap_or("").into(),
-                excluded,
-            );
-            self.processes.entry(key).or_default().add(device, weight);
+            lowercase_into(&mut file_lower, fields.file_name.unwrap_or(""));
+            lowercase_into(&mut folder_lower, fields.folder_path.unwrap_or(""));
+            let company = get(company, row).unwrap_or("");
+            entry(&mut self.processes, &ProcessProbe(day, host, &file_lower, &folder_lower, company, excluded))
+                .add(device, weight);
         }
     }
 
@@ -520,7 +627,7 @@ impl Partial {
     }
 
     /// The reference table under a match mode: (day, ActionType) → group.
-    pub fn daily(&self, mode: crate::hunt::host::MatchMode) -> &FxHashMap<(Day, Box<str>), GroupAgg> {
+    pub fn daily(&self, mode: crate::hunt::host::MatchMode) -> &GroupMap<(Day, Box<str>), GroupAgg> {
         match mode {
             crate::hunt::host::MatchMode::Kql => &self.daily_kql,
             crate::hunt::host::MatchMode::Normalized => &self.daily_normalized,
@@ -593,7 +700,7 @@ mod tests {
         (builder.finish(), weights)
     }
 
-    fn sorted<K: Ord + Clone, V: Clone>(map: &FxHashMap<K, V>) -> Vec<(K, V)> {
+    fn sorted<K: Ord + Clone, V: Clone>(map: &GroupMap<K, V>) -> Vec<(K, V)> {
         let mut items: Vec<(K, V)> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         items.sort_by(|a, b| a.0.cmp(&b.0));
         items

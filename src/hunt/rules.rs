@@ -17,26 +17,36 @@ fn eq_any(value: Option<&str>, wanted: &[String]) -> bool {
     wanted.iter().any(|w| value.eq_ignore_ascii_case(w))
 }
 
-fn starts_with_any(value: Option<&str>, prefixes: &[String]) -> bool {
-    let value = value.unwrap_or("");
-    prefixes.iter().any(|p| value.len() >= p.len() && value.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes()))
-}
-
 /// Defender writes the folder either with the file name (`…\mssense.exe`) or without it and
-/// without a trailing separator (the portal export): both are compared as `…\`.
+/// without a trailing separator (the portal export): both are compared as `…\`. This runs for
+/// every telemetry row and every rule, so the separator is added in the comparison, not by
+/// building a new string.
 fn folder_starts_with_any(folder: Option<&str>, prefixes: &[String]) -> bool {
     let Some(folder) = folder else { return false };
-    let separator = if folder.contains('\\') || !folder.contains('/') { '\\' } else { '/' };
-    let mut folder = folder.to_string();
-    if !folder.ends_with(separator) {
-        folder.push(separator);
-    }
-    starts_with_any(Some(&folder), prefixes)
+    let separator = if folder.contains('\\') || !folder.contains('/') { b'\\' } else { b'/' };
+    let folder = folder.as_bytes();
+    let closed = folder.last() == Some(&separator);
+    prefixes.iter().any(|prefix| {
+        let prefix = prefix.as_bytes();
+        match prefix.len().cmp(&folder.len()) {
+            std::cmp::Ordering::Greater => {
+                !closed
+                    && prefix.len() == folder.len() + 1
+                    && prefix[folder.len()] == separator
+                    && folder.eq_ignore_ascii_case(&prefix[..folder.len()])
+            }
+            _ => folder[..prefix.len()].eq_ignore_ascii_case(prefix),
+        }
+    })
 }
 
+/// `needles` are lowercase (compiled so).
 fn contains_any(value: Option<&str>, needles: &[String]) -> bool {
-    let value = value.unwrap_or("").to_ascii_lowercase();
-    needles.iter().any(|n| value.contains(n.as_str()))
+    let value = value.unwrap_or("").as_bytes();
+    needles.iter().any(|needle| {
+        let needle = needle.as_bytes();
+        needle.is_empty() || value.windows(needle.len()).any(|window| window.eq_ignore_ascii_case(needle))
+    })
 }
 
 impl CompiledExclusion {
@@ -86,6 +96,44 @@ pub fn matched_folder_prefix<'e>(entry: &'e CompiledExpected, folder_path: &str)
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    /// Folder prefixes (compiled lowercase) against the two ways Defender writes a folder.
+    #[test]
+    fn folder_prefixes_match_with_or_without_the_file_name_and_trailing_separator() {
+        let prefixes = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let sense = prefixes(&[r"c:\program files\windows defender advanced threat protection\"]);
+        #[rustfmt::skip]
+        let cases: &[(Option<&str>, &[String], bool)] = &[
+            (None,                                                                              &sense, false),
+            (Some(r"C:\Program Files\Windows Defender Advanced Threat Protection\MsSense.exe"),    &sense, true),
+            (Some(r"C:\Program Files\Windows Defender Advanced Threat Protection"),                 &sense, true),
+            (Some(r"C:\Program Files\Windows Defender Advanced Threat Protection\"),               &sense, true),
+            (Some(r"C:\Program Files\Windows Defender Advanced Threat Protectio"),                  &sense, false),
+            (Some(r"C:\Program Files\Windows Defender Advanced Threat Protection2\x.exe"),         &sense, false),
+            (Some(r"c:\users\public\mssense.exe"),                                                &sense, false),
+            (Some(""),                                                                          &sense, false),
+        ];
+        for (folder, prefixes, want) in cases {
+            assert_eq!(folder_starts_with_any(*folder, prefixes), *want, "{folder:?}");
+        }
+        let unix = prefixes(&["/opt/microsoft/mdatp/"]);
+        assert!(folder_starts_with_any(Some("/opt/microsoft/mdatp"), &unix));
+        assert!(folder_starts_with_any(Some("/OPT/Microsoft/mdatp/sbin/wdavdaemon"), &unix));
+        assert!(!folder_starts_with_any(Some("/opt/microsoft/mdatpx"), &unix));
+        // A folder without any `/` is closed with `\`: it runs under `mdatp\`, not under `mdatp/`.
+        assert!(!folder_starts_with_any(Some("mdatp"), &prefixes(&["mdatp/"])));
+        assert!(folder_starts_with_any(Some("mdatp"), &prefixes(&["mdatp\\"])));
+    }
+
+    #[test]
+    fn command_line_needles_match_in_any_case() {
+        let needles = vec!["\\microsoft\\windows\\".to_string(), "--scan".to_string()];
+        assert!(contains_any(Some(r"taskhostw.exe \MICROSOFT\Windows\Defender"), &needles));
+        assert!(contains_any(Some("x --SCAN"), &needles));
+        assert!(!contains_any(Some("x --sca"), &needles));
+        assert!(!contains_any(None, &needles));
+        assert!(contains_any(None, &[String::new()]));
+    }
 
     #[test]
     fn default_exclusions_tag_the_benign_scenarios_and_nothing_else() {
