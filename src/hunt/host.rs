@@ -300,6 +300,8 @@ pub struct HostMatcher {
     /// All three lists in one, for bare host names, which every rule leaves unchanged.
     any: HostList,
     lookalikes: Option<Lookalikes>,
+    /// [`HostMatcher::is_relevant`]'s question to the per-thread memory of answers.
+    relevance: super::memo::Question,
 }
 
 impl HostMatcher {
@@ -315,6 +317,7 @@ impl HostMatcher {
             extra: HostList::new(extra, false),
             any,
             lookalikes: None,
+            relevance: super::memo::Question::new(),
         }
     }
 
@@ -323,6 +326,8 @@ impl HostMatcher {
     pub fn with_lookalikes<'a>(mut self, patterns: impl IntoIterator<Item = &'a str>, max_distance: usize) -> Self {
         let listed: Vec<String> = self.any.exact_names().map(str::to_string).collect();
         self.lookalikes = Some(Lookalikes::new(patterns, listed.iter().map(String::as_str), max_distance));
+        // The look-alikes change what is relevant: answers remembered before do not hold.
+        self.relevance = super::memo::Question::new();
         self
     }
 
@@ -349,6 +354,10 @@ impl HostMatcher {
     /// Whether a row with this RemoteUrl can matter to any table: the cheap test the sources
     /// push down so that other columns are decoded only for these rows.
     pub fn is_relevant(&self, remote_url: &str) -> bool {
+        self.relevance.answer(remote_url.as_bytes(), || self.decide_relevant(remote_url))
+    }
+
+    fn decide_relevant(&self, remote_url: &str) -> bool {
         // Most values are bare lowercase host names, which both rules leave as they are: one
         // pass over the bytes settles them without parsing.
         let bytes = remote_url.as_bytes();

@@ -9,9 +9,7 @@
 //! length window first, then patterns by their literal ends, then a banded edit distance that
 //! gives up as soon as the distance must exceed the limit.
 
-use std::cell::RefCell;
-use std::hash::Hasher;
-use std::sync::atomic::{AtomicU32, Ordering};
+use super::memo::Question;
 
 /// Why a host is a look-alike.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,33 +68,10 @@ impl Pattern {
     }
 }
 
-/// One remembered answer: the host itself (so a hit is exact, whatever an attacker makes the
-/// hash do), which `Lookalikes` gave it, and the answer.
-#[derive(Clone, Copy)]
-struct Answer {
-    owner: u32,
-    len: u8,
-    lookalike: bool,
-    host: [u8; Answer::MAX_HOST],
-}
-
-impl Answer {
-    const MAX_HOST: usize = 58;
-    const SLOTS: usize = 1 << 15;
-    const EMPTY: Answer = Answer { owner: 0, len: 0, lookalike: false, host: [0; Answer::MAX_HOST] };
-}
-
-thread_local! {
-    static ANSWERS: RefCell<Vec<Answer>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Distinguishes the answers of differently configured `Lookalikes` in the per-thread memory.
-static NEXT_OWNER: AtomicU32 = AtomicU32::new(1);
-
 #[derive(Debug, Clone)]
 pub struct Lookalikes {
-    /// This configuration's tag in the per-thread memory of answers (clones share it).
-    owner: u32,
+    /// This configuration's question to the per-thread memory of answers (clones share it).
+    memo: Question,
     patterns: Vec<Pattern>,
     /// Listed exact names, indexed by length.
     by_length: Vec<Vec<String>>,
@@ -120,7 +95,7 @@ impl Lookalikes {
             by_length[name.len()].push(name);
         }
         Lookalikes {
-            owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
+            memo: Question::new(),
             patterns: patterns.into_iter().map(Pattern::new).collect(),
             by_length,
             max_distance,
@@ -140,34 +115,7 @@ impl Lookalikes {
     /// seen recently on this thread is answered from memory, a new one stops at the first
     /// evidence.
     pub fn matches(&self, host: &str) -> bool {
-        let bytes = host.as_bytes();
-        if bytes.len() > Answer::MAX_HOST {
-            return self.decide(host);
-        }
-        let mut hasher = rustc_hash::FxHasher::default();
-        hasher.write(bytes);
-        let slot = hasher.finish() as usize % Answer::SLOTS;
-        let remembered = ANSWERS.with(|answers| {
-            let answers = answers.borrow();
-            let a = answers.get(slot)?;
-            (a.owner == self.owner && usize::from(a.len) == bytes.len() && &a.host[..bytes.len()] == bytes)
-                .then_some(a.lookalike)
-        });
-        if let Some(lookalike) = remembered {
-            return lookalike;
-        }
-        let lookalike = self.decide(host);
-        ANSWERS.with(|answers| {
-            let mut answers = answers.borrow_mut();
-            if answers.is_empty() {
-                answers.resize(Answer::SLOTS, Answer::EMPTY);
-            }
-            let mut answer =
-                Answer { owner: self.owner, len: bytes.len() as u8, lookalike, host: [0; Answer::MAX_HOST] };
-            answer.host[..bytes.len()].copy_from_slice(bytes);
-            answers[slot] = answer;
-        });
-        lookalike
+        self.memo.answer(host.as_bytes(), || self.decide(host))
     }
 
     fn decide(&self, host: &str) -> bool {

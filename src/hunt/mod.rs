@@ -5,6 +5,7 @@
 pub mod aggregate;
 pub mod host;
 pub mod lookalike;
+pub mod memo;
 pub mod rules;
 
 pub use aggregate::{HuntCounts, Partial};
