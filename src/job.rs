@@ -471,6 +471,14 @@ fn scan_log_analytics(
     let options = ScanOptions { window: Some((from, to)), ..options };
     let filter = HostFilter::new(&settings.reference_hosts, &settings.extra_hosts);
     let text = QueryText::new(&la.table, settings.time_column.column(), la.pushdown, &settings, &filter);
+    // An answer is held whole (decompressed) while it is decoded: `max_decompressed_bytes`
+    // bounds it as it bounds a gzip file; a larger answer splits its window.
+    let la = LogAnalyticsSettings {
+        max_answer_bytes: la
+            .max_answer_bytes
+            .min(usize::try_from(options.limits.max_decompressed_bytes).unwrap_or(usize::MAX)),
+        ..la.clone()
+    };
     let source = Arc::new(LogAnalytics::new(la.clone(), side.monitor()?.clone()));
     tracing::info!(source = %la.describe(), from = %from, to = %to, pushdown = la.pushdown.as_str(), "Querying the workspace.");
     let fold_settings = settings.clone();
