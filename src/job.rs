@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::iter::ParallelBridge;
 use rayon::prelude::*;
 
-use crate::azure::http::AzureClient;
+use crate::azure::http::{AzureClient, HttpError};
 use crate::azure::storage::ConnectError;
 use crate::azure::{Azure, IdentityKind};
 use crate::baseline::history::{DayData, History};
@@ -97,8 +97,12 @@ pub enum RunError {
 }
 
 impl RunError {
+    /// The stage the run record names: `identity` when no token could be had (the fix is the
+    /// identity, not the endpoint that needed the token), else where the run stopped.
     pub fn stage(&self) -> &'static str {
         match self {
+            RunError::Connect(ConnectError::Identity(_))
+            | RunError::Query(QueryError::Call { source: HttpError::Token { .. }, .. }) => "identity",
             RunError::Connect(_) | RunError::Monitor(_) => "connect",
             RunError::Lock(_) => "lock",
             RunError::Source(_) | RunError::Query(_) | RunError::NoInput { .. } => "read",

@@ -9,6 +9,7 @@ mod azurite_support;
 mod bad_input;
 mod cli;
 mod detect;
+mod faults;
 mod formats;
 mod fuzz_drivers;
 mod fuzz_regressions;
