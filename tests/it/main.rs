@@ -21,4 +21,5 @@ mod oracle;
 mod parquet_variants;
 mod properties;
 mod public_fixtures;
+mod secrets;
 mod support;
