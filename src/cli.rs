@@ -414,7 +414,7 @@ pub fn execute(cli: &Cli) -> Result<(), CliError> {
             };
             let out = args.out.clone().unwrap_or_else(|| config.output.dir.clone());
             let probes = crate::check::run_checks(&settings, &inputs, &out);
-            print!("{}", crate::check::render(&probes));
+            print!("{}", crate::redact::redact(&crate::check::render(&probes)));
             match probes.iter().filter(|p| p.outcome.is_err()).count() {
                 0 => Ok(()),
                 failed => Err(CliError::Check(failed)),

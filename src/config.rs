@@ -805,8 +805,28 @@ impl Config {
         Config::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })
     }
 
+    /// Parses TOML. An error names the line and column but never quotes the file, whose line
+    /// may hold a secret put where it does not belong (`access_key = "…"`).
     pub fn from_toml(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let at = e.span().map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                // The key of that line, never its value: `max_retries = "…"` names `max_retries`.
+                let key = text.lines().nth(line - 1).and_then(|l| l.split('=').next()).map(str::trim);
+                let key = key.filter(|k| {
+                    !k.is_empty()
+                        && k.len() <= 64
+                        && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.[]\" ".contains(c))
+                });
+                match key {
+                    Some(key) => format!("line {line}, column {column} (`{key}`): "),
+                    None => format!("line {line}, column {column}: "),
+                }
+            });
+            crate::redact::redacted(&format!("{}{}", at.unwrap_or_default(), e.message()))
+        })
     }
 
     /// Checks the configuration and resolves it into [`Settings`]. Pure: no I/O.
@@ -1393,7 +1413,7 @@ impl Config {
         let invalid = |field: &str, message: String| ConfigError::Invalid { field: field.into(), message };
         if let Some(id) = &a.client_id {
             if !is_guid(id) {
-                return Err(invalid("azure.client_id", format!("`{id}` is not a client id (a GUID such as 00000000-0000-0000-0000-000000000000); take it from the identity's overview page")));
+                return Err(invalid("azure.client_id", format!("{} is not a client id (a GUID such as 00000000-0000-0000-0000-000000000000); take it from the identity's overview page", never_shown(id))));
             }
             if !matches!(a.identity, IdentityKind::ManagedIdentity | IdentityKind::WorkloadIdentity) {
                 return Err(invalid(
@@ -1410,7 +1430,10 @@ impl Config {
                 return Err(invalid("azure.tenant_id", "only a workload identity takes a tenant id; remove it".into()));
             }
             if tenant.is_empty() || !tenant.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
-                return Err(invalid("azure.tenant_id", format!("`{tenant}` is not a tenant id or domain")));
+                return Err(invalid(
+                    "azure.tenant_id",
+                    format!("{} is not a tenant id or domain", never_shown(tenant)),
+                ));
             }
         }
         Ok(IdentitySettings {
@@ -1421,6 +1444,22 @@ impl Config {
             retry_timeout: Duration::from_secs(a.retry_timeout_seconds),
         })
     }
+}
+
+/// A configured value for a message: quoted when it cannot be a secret, else described. A
+/// connection string pasted as an endpoint, or a key as an account name, is a secret.
+fn shown(value: &str) -> String {
+    if value.len() <= 100 && crate::redact::redact(value) == value {
+        format!("`{value}`")
+    } else {
+        never_shown(value)
+    }
+}
+
+/// A value of a field next to which secrets live (a client id beside its client secret): never
+/// quoted, only described.
+fn never_shown(value: &str) -> String {
+    format!("the value ({} characters, not shown: it may be a secret)", value.chars().count())
 }
 
 fn is_guid(text: &str) -> bool {
@@ -1449,7 +1488,7 @@ fn blob_location(
         && !container.ends_with('-')
         && !container.contains("--");
     if !container_ok {
-        return Err(invalid("container", format!("`{container}` is not a container name: 3 to 63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit")));
+        return Err(invalid("container", format!("{} is not a container name: 3 to 63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit", shown(container))));
     }
     let account_ok =
         |a: &str| (3..=24).contains(&a.len()) && a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
@@ -1457,14 +1496,17 @@ fn blob_location(
         if !account_ok(a) {
             return Err(invalid(
                 "account",
-                format!("`{a}` is not a storage account name: 3 to 24 lowercase letters and digits"),
+                format!("{} is not a storage account name: 3 to 24 lowercase letters and digits", shown(a)),
             ));
         }
     }
     let endpoint = match endpoint {
         Some(text) => {
             let url = url::Url::parse(text).map_err(|e| {
-                invalid("endpoint", format!("`{text}` is not a URL ({e}); e.g. https://contoso.blob.core.windows.net"))
+                invalid(
+                    "endpoint",
+                    format!("{} is not a URL ({e}); e.g. https://contoso.blob.core.windows.net", shown(text)),
+                )
             })?;
             if url.query().is_some() || url.fragment().is_some() {
                 return Err(invalid("endpoint", "a query string (SAS token) is not allowed: the job signs requests with its identity (`[azure]`); remove everything from `?`".into()));
@@ -1479,7 +1521,7 @@ fn blob_location(
                 other => return Err(invalid("endpoint", format!("`{other}` is not http or https"))),
             }
             if url.host_str().is_none() {
-                return Err(invalid("endpoint", format!("`{text}` has no host")));
+                return Err(invalid("endpoint", format!("{} has no host", shown(text))));
             }
             text.trim_end_matches('/').to_string()
         }
@@ -1684,6 +1726,12 @@ mod tests {
         assert!(err.contains("dirr"), "{err}");
         let err = Config::from_toml("match_mode = \"fuzzy\"").unwrap_err();
         assert!(err.contains("fuzzy") || err.contains("variant"), "{err}");
+        // the line and its key, never the line itself: a value may be a secret
+        let err = Config::from_toml("[azure]\nclient_secret = \"s3cret-Value-1\"").unwrap_err();
+        assert!(err.starts_with("line 2, column 1 (`client_secret`): unknown field `client_secret`"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        let err = Config::from_toml("[azure]\nmax_retries = \"sig=s3cretValue\"").unwrap_err();
+        assert!(err.contains("(`max_retries`)") && !err.contains("s3cret"), "{err}");
     }
 
     #[test]

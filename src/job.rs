@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::iter::ParallelBridge;
 use rayon::prelude::*;
 
-use crate::azure::http::AzureClient;
+use crate::azure::http::{AzureClient, HttpError};
 use crate::azure::storage::ConnectError;
 use crate::azure::{Azure, IdentityKind};
 use crate::baseline::history::{DayData, History};
@@ -97,8 +97,12 @@ pub enum RunError {
 }
 
 impl RunError {
+    /// The stage the run record names: `identity` when no token could be had (the fix is the
+    /// identity, not the endpoint that needed the token), else where the run stopped.
     pub fn stage(&self) -> &'static str {
         match self {
+            RunError::Connect(ConnectError::Identity(_))
+            | RunError::Query(QueryError::Call { source: HttpError::Token { .. }, .. }) => "identity",
             RunError::Connect(_) | RunError::Monitor(_) => "connect",
             RunError::Lock(_) => "lock",
             RunError::Source(_) | RunError::Query(_) | RunError::NoInput { .. } => "read",
@@ -471,6 +475,14 @@ fn scan_log_analytics(
     let options = ScanOptions { window: Some((from, to)), ..options };
     let filter = HostFilter::new(&settings.reference_hosts, &settings.extra_hosts);
     let text = QueryText::new(&la.table, settings.time_column.column(), la.pushdown, &settings, &filter);
+    // An answer is held whole (decompressed) while it is decoded: `max_decompressed_bytes`
+    // bounds it as it bounds a gzip file; a larger answer splits its window.
+    let la = LogAnalyticsSettings {
+        max_answer_bytes: la
+            .max_answer_bytes
+            .min(usize::try_from(options.limits.max_decompressed_bytes).unwrap_or(usize::MAX)),
+        ..la.clone()
+    };
     let source = Arc::new(LogAnalytics::new(la.clone(), side.monitor()?.clone()));
     tracing::info!(source = %la.describe(), from = %from, to = %to, pushdown = la.pushdown.as_str(), "Querying the workspace.");
     let fold_settings = settings.clone();

@@ -13,6 +13,7 @@ pub mod config;
 pub mod detect;
 pub mod hunt;
 pub mod job;
+pub mod redact;
 pub mod sample;
 pub mod schema;
 pub mod sink;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use telemetry_hunt::cli::{execute, Cli, LogFormat};
+use telemetry_hunt::redact::{self, Redacting};
 use tracing_subscriber::EnvFilter;
 
 fn init_logging(cli: &Cli) {
@@ -23,8 +24,11 @@ fn init_logging(cli: &Cli) {
     };
     // A log reader that goes away (a closed pipe, a dead shipper) must not stop the run: with
     // internal errors logged, the failed write's own report panics on the same closed stderr.
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
+    // Every line is scrubbed of secrets on its way out (see `telemetry_hunt::redact`).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| Redacting::new(std::io::stderr()))
+        .log_internal_errors(false);
     if json {
         builder.json().flatten_event(true).init();
     } else {
@@ -34,13 +38,15 @@ fn init_logging(cli: &Cli) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    redact::register_environment();
     init_logging(&cli);
     match execute(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let code = error.exit_code();
             // `{:#}` prints the whole cause chain on one line.
-            let _ = writeln!(std::io::stderr(), "error: {:#}", anyhow::Error::new(error));
+            let message = format!("{:#}", anyhow::Error::new(error));
+            let _ = writeln!(std::io::stderr(), "error: {}", redact::redact(&message));
             ExitCode::from(code)
         }
     }

@@ -161,8 +161,11 @@ impl AzureClient {
             let token = self.credential.get_token(&[call.scope], None).await.map_err(|e| HttpError::Token {
                 endpoint: call.endpoint.to_string(),
                 scope: call.scope,
-                message: e.to_string(),
+                // The token endpoint's answer may quote the request's secret header.
+                message: one_line(&crate::redact::redacted(&e.to_string())),
             })?;
+            // Whatever the token is, it never shows in a message, even one a server echoes.
+            crate::redact::register(token.token.secret());
             let mut request = self
                 .http
                 .post(call.url.clone())
@@ -265,10 +268,16 @@ pub fn error_chain(error: &reqwest::Error) -> String {
     text
 }
 
-/// The start of an error body, for messages.
+/// A message on one line: azure_identity's span several (with a troubleshooting link).
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The start of an error body, for messages, without anything that looks like a secret (a
+/// server may echo the request's headers).
 pub fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
+    let text = crate::redact::redacted(String::from_utf8_lossy(body).trim());
+    let text = text.as_str();
     match text.char_indices().nth(300) {
         Some((at, _)) => format!("{}…", &text[..at]),
         None if text.is_empty() => "(empty body)".into(),
@@ -302,11 +311,8 @@ pub fn error_text(error: &serde_json::Value) -> String {
     }
     let mut parts = Vec::new();
     walk(error, &mut parts);
-    if parts.is_empty() {
-        error.to_string()
-    } else {
-        parts.join("; ")
-    }
+    let text = if parts.is_empty() { error.to_string() } else { parts.join("; ") };
+    crate::redact::redacted(&text)
 }
 
 /// The OneAPI `error` of an answer (`{"error":{"code","message","innererror"|"details"}}`),

@@ -154,7 +154,7 @@ impl Identity {
     pub fn build(settings: &IdentitySettings) -> Result<Identity, IdentityError> {
         let failed = |e: azure_core::Error| IdentityError::Setup {
             via: describe(settings),
-            message: e.to_string(),
+            message: crate::azure::http::one_line(&crate::redact::redacted(&e.to_string())),
             fix: settings.kind.fix(),
         };
         let client_options = ClientOptions {
@@ -213,9 +213,10 @@ impl Identity {
         let token = credential.get_token(&[scope], None).await.map_err(|e| IdentityError::Token {
             scope: scope.into(),
             via: self.describe(),
-            message: e.to_string(),
+            message: crate::azure::http::one_line(&crate::redact::redacted(&e.to_string())),
             fix: self.settings.kind.fix(),
         })?;
+        crate::redact::register(token.token.secret());
         Ok(BearerToken(token.token))
     }
 

@@ -243,6 +243,7 @@ pub fn full_message(error: &(dyn std::error::Error + 'static)) -> String {
 pub fn explain(error: &object_store::Error, location: &BlobLocation, identity: &Identity, role: &str) -> String {
     // The service's XML error body spans lines; one line reads better in logs and run records.
     let detail = full_message(error).split_whitespace().collect::<Vec<_>>().join(" ");
+    let detail = crate::redact::redacted(&detail);
     let account = &location.account;
     let container = &location.container;
     let endpoint = &location.endpoint;

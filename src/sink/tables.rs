@@ -380,7 +380,8 @@ impl RunRecord {
             Cell::Time(self.finished_at),
             Cell::from(self.status.as_str()),
             opt_text(&self.failed_stage),
-            opt_text(&self.error),
+            // Errors quote what endpoints answered, which may echo a credential.
+            opt_text(&self.error.as_deref().map(crate::redact::redacted)),
             self.window.map_or(Cell::Null, |w| Cell::Day(w.0)),
             self.window.map_or(Cell::Null, |w| Cell::Day(w.1)),
             Cell::from(self.days),
@@ -427,7 +428,10 @@ impl RunRecord {
         ] {
             row.push(value.map_or(Cell::Null, Cell::from));
         }
-        row.push(d.map_or(Cell::Null, |d| Cell::Json(json!(d.errors))));
+        let errors = |d: &crate::sink::sentinel::Delivery| -> Vec<String> {
+            d.errors.iter().map(|e| crate::redact::redacted(e)).collect()
+        };
+        row.push(d.map_or(Cell::Null, |d| Cell::Json(json!(errors(d)))));
         row.push(Cell::from(self.findings_by_type.values().sum::<u64>()));
         row.push(Cell::Json(json!(self.findings_by_severity)));
         row.push(Cell::Json(json!(self.findings_by_type)));

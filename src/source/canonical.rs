@@ -176,6 +176,67 @@ impl TimeReader {
     }
 }
 
+/// The reason a row whose `RemotePort` is not a port is rejected with, in every format.
+pub const PORT_REJECTED: &str = "type: RemotePort";
+
+/// Drops the rows whose `RemotePort` holds something that is not a port — negative, above
+/// 65535, NaN, fractional, or text that is not a number — from every column and from `micros`,
+/// and returns those values for the reject samples. A null port is a missing port, kept. Without
+/// this, converting to the canonical Int32 would keep -1 and 70000 as ports and turn NaN into a
+/// silent null.
+pub fn drop_bad_ports(named: &mut [(&str, ArrayRef)], micros: &mut Vec<i64>) -> Result<Vec<String>, String> {
+    let Some(at) = named.iter().position(|(n, _)| *n == schema::REMOTE_PORT) else { return Ok(Vec::new()) };
+    let cast = |array: &ArrayRef, to: &DataType| {
+        arrow_cast::cast(array, to).map_err(|e| format!("column `{}` cannot be read: {e}", schema::REMOTE_PORT))
+    };
+    let mut column = named[at].1.clone();
+    if let DataType::Dictionary(_, value) = column.data_type() {
+        column = cast(&column, value)?;
+    }
+    let bad: Vec<Option<String>> = match column.data_type() {
+        DataType::Int32 => {
+            let ports = column.as_primitive::<arrow_array::types::Int32Type>();
+            (0..ports.len())
+                .map(|r| {
+                    (ports.is_valid(r) && !(0..=65535).contains(&ports.value(r))).then(|| ports.value(r).to_string())
+                })
+                .collect()
+        }
+        t if t.is_numeric() => {
+            let values = cast(&column, &DataType::Float64)?;
+            let ports = values.as_primitive::<arrow_array::types::Float64Type>();
+            let port = |v: f64| v.is_finite() && v.fract() == 0.0 && (0.0..=65535.0).contains(&v);
+            (0..ports.len())
+                .map(|r| (ports.is_valid(r) && !port(ports.value(r))).then(|| ports.value(r).to_string()))
+                .collect()
+        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            let values = cast(&column, &DataType::Utf8)?;
+            let text = values.as_string::<i32>();
+            (0..text.len())
+                .map(|r| {
+                    (text.is_valid(r) && super::parse_port(text.value(r)).is_err()).then(|| text.value(r).to_string())
+                })
+                .collect()
+        }
+        // Anything else is for the conversion to accept or to fail on, naming the type.
+        _ => return Ok(Vec::new()),
+    };
+    if bad.iter().all(Option::is_none) {
+        return Ok(Vec::new());
+    }
+    let keep = arrow_array::BooleanArray::from(bad.iter().map(Option::is_none).collect::<Vec<bool>>());
+    for (_, array) in named.iter_mut() {
+        *array = arrow_select::filter::filter(array.as_ref(), &keep).map_err(|e| e.to_string())?;
+    }
+    let mut row = 0;
+    micros.retain(|_| {
+        row += 1;
+        bad[row - 1].is_none()
+    });
+    Ok(bad.into_iter().flatten().collect())
+}
+
 /// Converts the columns a reader produced (any names, any string encodings) into a canonical
 /// batch. `time_micros` holds the already-validated times of these rows.
 pub fn from_columns(named: &[(&str, ArrayRef)], time_micros: Vec<i64>) -> Result<RecordBatch, String> {

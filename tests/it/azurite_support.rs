@@ -308,6 +308,10 @@ struct ProxyControl {
     stall_until: Mutex<Option<Instant>>,
     up: AtomicU64,
     down: AtomicU64,
+    /// Drop the connection of every request whose request line starts with the method and
+    /// contains the text, while set; how many were dropped.
+    fail: Mutex<Option<(String, String)>>,
+    failed: AtomicUsize,
 }
 
 /// A TCP proxy between the job and Azurite. It forwards bytes unchanged (TLS too), counts them,
@@ -375,6 +379,26 @@ impl Proxy {
     pub fn stalled(&self) -> bool {
         self.control.stalled.load(Ordering::SeqCst)
     }
+
+    /// From now on, drops the connection (nothing forwarded, nothing answered) of every request
+    /// whose request line is `method …needle… HTTP/1.1`, retries included; `None` stops it.
+    pub fn fail_requests(&self, rule: Option<(&str, &str)>) {
+        *self.control.fail.lock().unwrap() = rule.map(|(m, n)| (format!("{m} "), n.to_string()));
+    }
+
+    /// Requests dropped by [`Proxy::fail_requests`].
+    pub fn failed_requests(&self) -> usize {
+        self.control.failed.load(Ordering::SeqCst)
+    }
+}
+
+/// Whether `window` holds a whole request line `method …needle… HTTP/1.1`. On a reused
+/// connection the line follows the previous request's body without a line break, so it is
+/// looked for inside lines too.
+fn has_request_line(window: &[u8], method: &str, needle: &str) -> bool {
+    String::from_utf8_lossy(window).split("\r\n").any(|line| {
+        line.match_indices(method).any(|(at, _)| line[at..].contains(needle)) && line.ends_with(" HTTP/1.1")
+    })
 }
 
 fn pump(mut from: TcpStream, mut to: TcpStream, counter: &AtomicU64) {
@@ -398,11 +422,22 @@ fn pump_up(mut from: TcpStream, mut to: TcpStream, control: &ProxyControl) {
     let mut buffer = [0u8; 16 * 1024];
     // The tail of the previous read, so a pattern split across two reads is still seen.
     let mut tail: Vec<u8> = Vec::new();
+    let mut line_tail: Vec<u8> = Vec::new();
     loop {
         let n = match from.read(&mut buffer) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        let fail = control.fail.lock().unwrap().clone();
+        if let Some((method, needle)) = fail {
+            let mut window = std::mem::take(&mut line_tail);
+            window.extend_from_slice(&buffer[..n]);
+            if has_request_line(&window, &method, &needle) {
+                control.failed.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+            line_tail = window[window.len().saturating_sub(2048)..].to_vec();
+        }
         let total = control.up.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
         if let Some((after, pause)) = *control.stall.lock().unwrap() {
             if total >= after && !control.stalled.swap(true, Ordering::SeqCst) {

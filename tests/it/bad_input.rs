@@ -9,7 +9,9 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, BooleanArray, Int32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_array::{
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use telemetry_hunt::config::{Config, Limits};
 use telemetry_hunt::job::{self, RunRequest};
 use telemetry_hunt::time::Day;
@@ -74,6 +76,11 @@ fn gzip_members(path: &Path, first: &[u8], member: &[u8], copies: usize) {
 
 /// A small valid Parquet file: `rows` events to the gateway on 2026-11-03.
 fn parquet_bytes(rows: usize, time: Option<ArrayRef>) -> Vec<u8> {
+    parquet_with(rows, time, None)
+}
+
+/// [`parquet_bytes`] with other times or ports (Int32 443 by default).
+fn parquet_with(rows: usize, time: Option<ArrayRef>, ports: Option<ArrayRef>) -> Vec<u8> {
     let start = Day::parse("2026-11-03").unwrap().start_micros();
     let time: ArrayRef = time.unwrap_or_else(|| {
         Arc::new(TimestampMicrosecondArray::from_iter_values((0..rows).map(|i| start + i as i64)).with_timezone("UTC"))
@@ -83,7 +90,7 @@ fn parquet_bytes(rows: usize, time: Option<ArrayRef>) -> Vec<u8> {
         ("DeviceId", Arc::new(StringArray::from_iter_values((0..rows).map(|i| format!("d{i}")))) as ArrayRef),
         ("ActionType", Arc::new(StringArray::from_iter_values((0..rows).map(|_| "ConnectionSuccess"))) as ArrayRef),
         ("RemoteUrl", Arc::new(StringArray::from_iter_values((0..rows).map(|_| GW))) as ArrayRef),
-        ("RemotePort", Arc::new(Int32Array::from_iter_values((0..rows).map(|_| 443))) as ArrayRef),
+        ("RemotePort", ports.unwrap_or_else(|| Arc::new(Int32Array::from_iter_values((0..rows).map(|_| 443))))),
     ])
     .unwrap();
     let mut bytes = Vec::new();
@@ -91,6 +98,12 @@ fn parquet_bytes(rows: usize, time: Option<ArrayRef>) -> Vec<u8> {
     writer.write(&batch).unwrap();
     writer.close().unwrap();
     bytes
+}
+
+/// A Parquet file of events to the gateway on 2026-11-03, one per value of `ports` (a
+/// `RemotePort` column of any type).
+fn parquet_ports(path: &Path, ports: ArrayRef) {
+    write(path, parquet_with(ports.len(), None, Some(ports)));
 }
 
 /// INT96 times (Spark, Hive, older Data Factory) at 2300-01-01 and 1969-07-20, past what
@@ -391,6 +404,39 @@ fn cases() -> Vec<Case> {
                 rejected: &[("type: RemotePort", 3)],
                 kql: 1,
                 normalized: 1,
+                days: &["2026-11-03"],
+            },
+        },
+        Case {
+            name: "out-of-range and negative INT64 ports in Parquet",
+            file: "ports-int64.parquet",
+            make: |p| {
+                let ports = [Some(443), Some(70_000), Some(-1), Some(65_535), None, Some((1i64 << 32) + 443)];
+                parquet_ports(p, Arc::new(Int64Array::from(ports.to_vec())))
+            },
+            limits: defaults,
+            // 443, 65535 and the missing port are kept
+            expect: Expect::Rows {
+                scanned: 6,
+                rejected: &[("type: RemotePort", 3)],
+                kql: 3,
+                normalized: 3,
+                days: &["2026-11-03"],
+            },
+        },
+        Case {
+            name: "NaN, negative, fractional and huge DOUBLE ports in Parquet",
+            file: "ports-double.parquet",
+            make: |p| {
+                let ports = [Some(443.0), Some(f64::NAN), Some(-80.0), Some(443.5), Some(1e10), None, Some(80.0)];
+                parquet_ports(p, Arc::new(Float64Array::from(ports.to_vec())))
+            },
+            limits: defaults,
+            expect: Expect::Rows {
+                scanned: 7,
+                rejected: &[("type: RemotePort", 4)],
+                kql: 3,
+                normalized: 3,
                 days: &["2026-11-03"],
             },
         },

@@ -11,12 +11,8 @@ use serde_json::{Map, Value};
 use telemetry_hunt::sink::sentinel::default_stream;
 use telemetry_hunt::sink::tables::table_def;
 
-use crate::azure_fakes::identity::Identity;
-use crate::azure_fakes::ingestion::{declared_streams, IngestionFake};
-use crate::azure_fakes::log_analytics::{events_from_dir, LogAnalyticsFake, RESOURCE as LA};
-use crate::azure_fakes::{
-    ingestion::RESOURCE as MONITOR, la_section, run_in_process, sample_jsonl, sentinel_section, DCR, WORKSPACE,
-};
+use crate::azure_fakes::log_analytics::{events_from_dir, RESOURCE as LA};
+use crate::azure_fakes::{ingestion::RESOURCE as MONITOR, run_in_process, sample_jsonl, AzureWorld, DCR};
 use crate::support::{files_under, read_table, table_files};
 
 const FROM: &str = "2026-11-01";
@@ -24,27 +20,22 @@ const TO: &str = "2026-11-03";
 const DAY_TABLES: [&str; 3] = ["MdeTelemetryDaily", "MdeTelemetryHosts", "MdeTelemetryProcesses"];
 
 struct World {
-    identity: Identity,
-    la: LogAnalyticsFake,
-    ingestion: IngestionFake,
-    cwd: tempfile::TempDir,
+    fakes: AzureWorld,
+}
+
+impl std::ops::Deref for World {
+    type Target = AzureWorld;
+
+    fn deref(&self) -> &AzureWorld {
+        &self.fakes
+    }
 }
 
 impl World {
     fn new(sentinel_extra: &str) -> World {
         let dir = sample_jsonl(60_000, 3, 300, FROM);
-        let world = World {
-            identity: Identity::start(),
-            la: LogAnalyticsFake::start(WORKSPACE, events_from_dir(&dir, 300_000_000)),
-            ingestion: IngestionFake::start(DCR, declared_streams()),
-            cwd: tempfile::tempdir().unwrap(),
-        };
-        let config = format!(
-            "{}\n{}",
-            la_section(&world.la.server.url(), "window_hours = 12"),
-            sentinel_section(&world.ingestion.server.url(), sentinel_extra)
-        );
-        std::fs::write(world.cwd.path().join("hunt.toml"), config).unwrap();
+        let world = World { fakes: AzureWorld::start(events_from_dir(&dir, 300_000_000)) };
+        std::fs::write(world.cwd.path().join("hunt.toml"), world.config("window_hours = 12", sentinel_extra)).unwrap();
         world
     }
 
@@ -79,12 +70,6 @@ impl World {
 
     fn outbox(&self) -> Vec<std::path::PathBuf> {
         files_under(&self.results().join("_outbox"))
-    }
-
-    fn no_violations(&self) {
-        assert_eq!(self.la.violations(), Vec::<String>::new());
-        assert_eq!(self.ingestion.violations(), Vec::<String>::new());
-        assert_eq!(self.identity.state.lock().unwrap().violations, Vec::<String>::new());
     }
 }
 

@@ -352,3 +352,31 @@ fn check_runs_print_1_and_names_the_role_to_grant() {
     let err = lines[0].as_ref().unwrap_err();
     assert!(err.contains("grant the job's identity the Log Analytics Reader role"), "{err}");
 }
+
+#[test]
+fn the_rows_a_workspace_returns_count_against_max_rows_per_run() {
+    for pushdown in ["rows", "aggregate"] {
+        let fake = LogAnalyticsFake::start(WORKSPACE, small_events());
+        let config = |limit: u64| {
+            let section = la_section(&fake.server.url(), &format!("window_hours = 6\npushdown = \"{pushdown}\""));
+            format!("{section}\n[limits]\nmax_rows_per_run = {limit}\n")
+        };
+        let out = tempfile::tempdir().unwrap();
+        let (error, record) = run_in_process(&config(3), &[], out.path(), Some((DAY, DAY))).err().unwrap();
+        let message = error.to_string();
+        for want in
+            ["Log Analytics workspace", "the rows the workspace returned to this run", "`limits.max_rows_per_run` = 3"]
+        {
+            assert!(message.contains(want), "{pushdown}: `{want}` not in {message}");
+        }
+        assert_eq!((record.status.as_str(), record.failed_stage.as_deref()), ("failed", Some("read")), "{pushdown}");
+        assert!(!out.path().join("MdeTelemetryDaily").exists(), "{pushdown}: nothing written");
+        assert_eq!(run_record(out.path())["FailedStage"], "read");
+
+        // the same workspace within the limit: five telemetry rows (events) on the day
+        let out = tempfile::tempdir().unwrap();
+        let outcome = run_in_process(&config(5), &[], out.path(), Some((DAY, DAY))).map_err(|(e, _)| e.to_string());
+        assert_eq!(outcome.unwrap().record.stats.rows_scanned, 5, "{pushdown}");
+        assert_small_tables(out.path());
+    }
+}

@@ -224,3 +224,93 @@ fn generated_events_reach_the_tables() {
     assert!(partial.counts.rows_evading > 10, "{:?}", partial.counts);
     assert!(partial.hosts.len() > 5);
 }
+
+/// An event as a flat JSON line (a Log Analytics export line); absent values are left out.
+fn json_line(e: &Event) -> String {
+    let (file, folder) = PROCESSES[usize::from(e.process)];
+    let time = telemetry_hunt::time::format_micros(i64::from(20_400 + e.day) * MICROS_PER_DAY + e.micros);
+    let mut line = serde_json::json!({
+        "Timestamp": time,
+        "ActionType": ACTIONS[usize::from(e.action)],
+        "InitiatingProcessFileName": file,
+        "InitiatingProcessFolderPath": folder,
+    });
+    if let Some(device) = e.device {
+        line["DeviceId"] = format!("device-{device}").into();
+    }
+    if let Some(url) = &e.url {
+        line["RemoteUrl"] = url.as_str().into();
+    }
+    if let Some(port) = e.port {
+        line["RemotePort"] = port.into();
+    }
+    line.to_string()
+}
+
+/// The whole job (hunt, detectors, writers) over `events` as one JSON-lines file, in `dir`:
+/// every table and finding it writes, as a reader of the results sees them (the findings
+/// without the RunId, which differs between runs; no run record, no report).
+fn job_output(dir: &std::path::Path, events: &[Event]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let (input, out) = (dir.join("events.jsonl"), dir.join("out"));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::write(&input, events.iter().map(json_line).collect::<Vec<_>>().join("\n")).unwrap();
+    crate::support::run(&[&input], &out, MatchMode::Kql);
+    let mut files = std::collections::BTreeMap::new();
+    for path in crate::support::files_under(&out) {
+        let name = path.strip_prefix(&out).unwrap().to_string_lossy().into_owned();
+        let findings = name.starts_with(tables::FINDINGS);
+        if name.starts_with(tables::RUNS) || name == "report.html" || (findings && name.ends_with(".parquet")) {
+            continue;
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        if findings {
+            let rows: Vec<String> = String::from_utf8(bytes)
+                .unwrap()
+                .lines()
+                .map(|line| {
+                    let mut row: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
+                    row.remove("RunId");
+                    serde_json::to_string(&row).unwrap()
+                })
+                .collect();
+            bytes = rows.join("\n").into_bytes();
+        }
+        files.insert(name, bytes);
+    }
+    files
+}
+
+proptest! {
+    // Each case runs the job twice, so fewer cases than the aggregate-level properties.
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_order_of_input_rows_gives_the_same_tables_and_findings(
+        (events, shuffled) in proptest::collection::vec(event(), 1..150)
+            .prop_flat_map(|events| (Just(events.clone()), Just(events).prop_shuffle())),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let original = job_output(dir.path(), &events);
+        prop_assert!(original.keys().any(|name| name.starts_with(tables::DAILY)));
+        let reordered = job_output(dir.path(), &shuffled);
+        prop_assert_eq!(reordered.keys().collect::<Vec<_>>(), original.keys().collect::<Vec<_>>());
+        for (name, bytes) in &original {
+            prop_assert!(&reordered[name] == bytes, "{} differs", name);
+        }
+    }
+}
+
+/// The generated inputs give findings, or the property above proves nothing about them.
+#[test]
+fn generated_events_give_findings() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let events: Vec<Event> = (0..150).map(|_| event().new_tree(&mut runner).unwrap().current()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let files = job_output(dir.path(), &events);
+    let findings: usize = files
+        .iter()
+        .filter(|(name, _)| name.starts_with(tables::FINDINGS))
+        .map(|(_, bytes)| bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count())
+        .sum();
+    assert!(findings > 3, "{findings} findings");
+}

@@ -101,6 +101,8 @@ impl Delivery {
     }
 
     fn error(&mut self, message: String) {
+        // Kept in the run record and the outbox: an endpoint may echo a token in its answer.
+        let message = crate::redact::redacted(&message);
         tracing::error!(error = %message, "Sentinel delivery problem.");
         if self.errors.len() < KEEP_ERRORS {
             self.errors.push(message);

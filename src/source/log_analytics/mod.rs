@@ -93,6 +93,8 @@ pub enum QueryError {
     TooBig { endpoint: String, window: String, reason: String },
     #[error("{endpoint}: {splits} window splits in one run, more than `max_splits`; the last reason: {reason}")]
     TooManySplits { endpoint: String, splits: u32, reason: String },
+    #[error("{endpoint}: {exceeded}")]
+    Limit { endpoint: String, exceeded: crate::source::LimitExceeded },
 }
 
 /// What the query side did, for the run record.
@@ -277,6 +279,13 @@ impl LogAnalytics {
                 Outcome::Done { value, stats: window_stats, rows_returned, bytes, retries } => {
                     total = merge(total, value);
                     stats = stats.merge(window_stats, keep);
+                    // The same bound as files: the rows (events, when pre-aggregated) read so far.
+                    let limit = options.limits.max_rows_per_run;
+                    if stats.rows_scanned > limit {
+                        let what = "the rows the workspace returned to this run";
+                        let exceeded = crate::source::LimitExceeded { what, setting: "max_rows_per_run", limit };
+                        return Err(QueryError::Limit { endpoint: self.endpoint.clone(), exceeded });
+                    }
                     query.windows += 1;
                     query.rows_returned += rows_returned;
                     query.answer_bytes += bytes;

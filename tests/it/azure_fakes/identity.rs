@@ -9,7 +9,19 @@ use std::sync::{Arc, Mutex};
 use super::{Reply, Server, Shared};
 
 pub const TOKEN_PREFIX: &str = "mi-secret-token";
+/// Every token issued ends with this and a serial number: a bearer token to look for in output.
+pub const TOKEN_MARK: &str = "eyFAKETOKEN";
 pub const PATH: &str = "/msi/token";
+
+/// How the endpoint fails, while set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenFault {
+    /// This status, with an error body that quotes the request's `X-IDENTITY-HEADER` (as a
+    /// debugging proxy in front of the endpoint would).
+    Status(u16),
+    /// HTTP 200 with a body that is not a token answer (a captive portal, a wrong endpoint).
+    Garbage,
+}
 
 #[derive(Debug, Default)]
 pub struct IdentityState {
@@ -17,6 +29,7 @@ pub struct IdentityState {
     pub issued: BTreeMap<String, usize>,
     pub client_ids: Vec<String>,
     pub violations: Vec<String>,
+    pub fault: Option<TokenFault>,
 }
 
 pub struct Identity {
@@ -82,13 +95,28 @@ impl Identity {
                     &serde_json::json!({"error": "invalid_request", "error_description": problems.join("; ")}),
                 );
             }
+            match state.fault.clone() {
+                Some(TokenFault::Status(status)) => {
+                    let echo = format!("token service unavailable; request headers: x-identity-header={expected}");
+                    return Reply::json(
+                        status,
+                        &serde_json::json!({"error": "unavailable", "error_description": echo}),
+                    );
+                }
+                Some(TokenFault::Garbage) => {
+                    return Reply::new(200, "<html><body>Sign in to the network to continue</body></html>")
+                        .header("content-type", "text/html")
+                }
+                None => {}
+            }
+            let serial = state.issued.values().sum::<usize>();
             *state.issued.entry(resource.clone()).or_default() += 1;
             let expires_on =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
             Reply::json(
                 200,
                 &serde_json::json!({
-                    "access_token": format!("{TOKEN_PREFIX} for {resource}"),
+                    "access_token": format!("{TOKEN_PREFIX} for {resource} {TOKEN_MARK}{serial:04}"),
                     "expires_on": expires_on.to_string(),
                     "resource": resource,
                     "token_type": "Bearer",

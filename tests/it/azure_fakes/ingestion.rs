@@ -44,6 +44,8 @@ pub struct IngestionState {
     pub max_accepted: usize,
     /// Answer 403 to everything (the identity lacks Monitoring Metrics Publisher).
     pub forbidden: bool,
+    /// The 403 answer quotes the request's `Authorization` header, as some gateways do.
+    pub echo_token: bool,
     /// The audience tokens must be for.
     pub audience: String,
     /// Every answer takes this long (a busy service), so that concurrent calls overlap.
@@ -72,6 +74,7 @@ impl IngestionFake {
             fail_after: None,
             max_accepted: LIMIT,
             forbidden: false,
+            echo_token: false,
             audience: RESOURCE.into(),
             latency: std::time::Duration::ZERO,
             violations: Vec::new(),
@@ -142,10 +145,14 @@ fn handle(state: &mut IngestionState, request: &super::Request, violations: &mut
         return error_reply(404, "NotFound", "Data collection rule with immutable Id not found");
     };
     if state.forbidden {
+        let echo = match (state.echo_token, request.header("authorization")) {
+            (true, Some(header)) => format!(" (request Authorization: {header})"),
+            _ => String::new(),
+        };
         return error_reply(
             403,
             "OperationFailed",
-            &format!("The authentication token provided does not have access to ingest data for the data collection rule with immutable Id '{}'.", state.dcr),
+            &format!("The authentication token provided does not have access to ingest data for the data collection rule with immutable Id '{}'.{echo}", state.dcr),
         );
     }
     let Some(declared) = state.streams.get(&stream).cloned() else {

@@ -174,6 +174,8 @@ pub struct LaState {
     pub violations: Vec<String>,
     /// Answer 403 to every request (the identity lacks Log Analytics Reader).
     pub forbidden: bool,
+    /// Error answers quote the request's `Authorization` header, as some gateways do.
+    pub echo_token: bool,
 }
 
 pub struct LogAnalyticsFake {
@@ -194,6 +196,7 @@ impl LogAnalyticsFake {
             requests: Vec::new(),
             violations: Vec::new(),
             forbidden: false,
+            echo_token: false,
         }));
         let shared = state.clone();
         let server = Server::start(Arc::new(move |request| answer(&shared, request)));
@@ -246,11 +249,15 @@ fn answer(shared: &Shared<LaState>, request: super::Request) -> Reply {
         state.violations.extend(violations);
         return error_reply(404, "PathNotFoundError", &format!("The requested path does not exist: {}", request.path));
     }
+    let echo = match (state.echo_token, request.header("authorization")) {
+        (true, Some(header)) => format!(" (request Authorization: {header})"),
+        _ => String::new(),
+    };
     if state.forbidden {
         return error_reply(
             403,
             "InsufficientAccessError",
-            "The provided credentials have insufficient access to perform the requested operation",
+            &format!("The provided credentials have insufficient access to perform the requested operation{echo}"),
         );
     }
     let body: Value = match serde_json::from_slice(&request.body) {
@@ -277,7 +284,7 @@ fn answer(shared: &Shared<LaState>, request: super::Request) -> Reply {
     };
 
     if let Some(Fault::Status { status, retry_after }) = &fault {
-        let mut reply = error_reply(*status, "ServiceError", "scripted failure");
+        let mut reply = error_reply(*status, "ServiceError", &format!("scripted failure{echo}"));
         if let Some(after) = retry_after {
             reply = reply.header("retry-after", after);
         }

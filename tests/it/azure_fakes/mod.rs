@@ -285,6 +285,59 @@ pub fn sentinel_section(url: &str, extra: &str) -> String {
     section("[sentinel]", &[("endpoint", format!("\"{url}\"")), ("dcr_immutable_id", format!("\"{DCR}\""))], extra)
 }
 
+/// The Azure endpoints of a nightly run with a workspace source and Sentinel, each a local
+/// server — the managed identity, the workspace, the DCR — and a working folder for the binary.
+pub struct AzureWorld {
+    pub identity: identity::Identity,
+    pub la: log_analytics::LogAnalyticsFake,
+    pub ingestion: ingestion::IngestionFake,
+    pub cwd: tempfile::TempDir,
+}
+
+impl AzureWorld {
+    /// A workspace holding `events`, a DCR declaring the streams of `infra/`.
+    pub fn start(events: Vec<log_analytics::Event>) -> AzureWorld {
+        AzureWorld {
+            identity: identity::Identity::start(),
+            la: log_analytics::LogAnalyticsFake::start(WORKSPACE, events),
+            ingestion: ingestion::IngestionFake::start(DCR, ingestion::declared_streams()),
+            cwd: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// `[source.log_analytics]` and `[sentinel]` on these servers, with extra keys for each.
+    pub fn config(&self, la_extra: &str, sentinel_extra: &str) -> String {
+        format!(
+            "{}\n{}",
+            la_section(&self.la.server.url(), la_extra),
+            sentinel_section(&self.ingestion.server.url(), sentinel_extra)
+        )
+    }
+
+    /// Every scripted failure off: the servers answer as the services do.
+    pub fn heal(&self) {
+        let mut la = self.la.state.lock().unwrap();
+        la.forbidden = false;
+        la.echo_token = false;
+        la.script.queue.clear();
+        drop(la);
+        let mut ingestion = self.ingestion.state.lock().unwrap();
+        ingestion.forbidden = false;
+        ingestion.echo_token = false;
+        ingestion.fail_after = None;
+        ingestion.script.queue.clear();
+        drop(ingestion);
+        self.identity.state.lock().unwrap().fault = None;
+    }
+
+    /// No server saw a request that breaks its API's documented format.
+    pub fn no_violations(&self) {
+        assert_eq!(self.la.violations(), Vec::<String>::new());
+        assert_eq!(self.ingestion.violations(), Vec::<String>::new());
+        assert_eq!(self.identity.state.lock().unwrap().violations, Vec::<String>::new());
+    }
+}
+
 /// A run in this process, with a static token.
 pub fn run_in_process(
     config: &str,
