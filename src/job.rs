@@ -685,6 +685,9 @@ pub fn detect_days(
     run_id: &str,
     written: &mut Vec<Table>,
 ) -> Result<Vec<Finding>, SinkError> {
+    // Nothing commits while the run holds the lock: the pending commits are listed once, not on
+    // each of the three reads per day.
+    let results = &results.pinned()?;
     let stored: BTreeSet<Day> = results.days(tables::DAILY)?.into_iter().collect();
     let mut history = History::new(settings.detect.history_days);
     let mut ordered = days.to_vec();
@@ -732,11 +735,14 @@ fn write_findings(
     let run_ids: Vec<String> = findings
         .iter()
         .map(|finding| {
+            // A day hunted for the first time has nothing to compare with: no row to build.
+            let Some((previous, previous_run)) = earlier.get(&finding.id()) else { return run_id.to_string() };
             let mut row = finding.to_row("", max_listed);
             row[RUN_ID] = Cell::Null;
-            match earlier.get(&finding.id()) {
-                Some((previous, previous_run)) if *previous == row => previous_run.clone(),
-                _ => run_id.to_string(),
+            if *previous == row {
+                previous_run.clone()
+            } else {
+                run_id.to_string()
             }
         })
         .collect();

@@ -63,7 +63,12 @@ pub struct DayData {
     /// `MdeTelemetryDaily`: ActionType → Connections.
     pub connections: BTreeMap<String, f64>,
     pub activity: Vec<Activity>,
-    pub devices: FxHashMap<u32, DeviceDay>,
+    /// Each device with listed activity, by device id: sorted, so the silent-device detector
+    /// walks the days of the window side by side instead of hashing every device of every day.
+    pub devices: Vec<(u32, DeviceDay)>,
+    /// What the detectors count per day, worked out the first time and kept while the day is in
+    /// the window (each day is counted once per run, not once per day it serves).
+    pub counts: crate::detect::DayCounts,
     /// The day's `MdeTelemetryDeviceHosts` rows and each device's name; kept for the day being
     /// scored, dropped from history.
     pub evidence: Option<Table>,
@@ -79,12 +84,71 @@ pub struct Names {
     pub spellings: Interner,
 }
 
-/// The stored days before the day being scored, oldest first.
+/// The stored days before the day being scored, oldest first. Change `days` only through
+/// [`History::prepare`] and [`History::push`], which keep `index` in step.
 #[derive(Debug, Clone)]
 pub struct History {
     pub names: Names,
     pub days: VecDeque<DayData>,
     pub window: usize,
+    pub index: WindowIndex,
+}
+
+/// What the days of the window add up to, updated as a day comes in or falls out, so a
+/// detector asks the window with one lookup instead of walking every activity row of 30 days
+/// every day (which made the detectors quadratic in the days of a run).
+#[derive(Debug, Default, Clone)]
+pub struct WindowIndex {
+    /// Per device: the history days it had telemetry on (listed events > 0).
+    pub active_days: FxHashMap<u32, u32>,
+    /// Activity rows the new-combination detector judges (listed, not excluded), per
+    /// (host, identity): how many rows each device has.
+    pub combinations: FxHashMap<(u32, u32), FxHashMap<u32, u32>>,
+    /// Activity rows per (device, host, spelling) of a spelling the reference query misses.
+    pub spellings: FxHashMap<(u32, u32, u32), u32>,
+}
+
+impl WindowIndex {
+    /// Adds (`step` 1) or takes away (`step` -1) one day.
+    fn apply(&mut self, data: &DayData, step: i32) {
+        /// Moves a count by `step`; a count that reaches 0 leaves the map. True when it left.
+        fn bump<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, u32>, key: K, step: i32) -> bool {
+            let count = map.entry(key);
+            match count {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    let n = e.get().saturating_add_signed(step);
+                    if n == 0 {
+                        e.remove();
+                        return true;
+                    }
+                    *e.get_mut() = n;
+                    false
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    if step > 0 {
+                        e.insert(step as u32);
+                    }
+                    step <= 0
+                }
+            }
+        }
+        for (device, day) in &data.devices {
+            if day.events > 0 {
+                bump(&mut self.active_days, *device, step);
+            }
+        }
+        for a in &data.activity {
+            if crate::detect::new_combination::judged(a) {
+                let devices = self.combinations.entry((a.host, a.identity)).or_default();
+                if bump(devices, a.device, step) && devices.is_empty() {
+                    self.combinations.remove(&(a.host, a.identity));
+                }
+            }
+            if let Some(spelling) = a.spelling {
+                bump(&mut self.spellings, (a.device, a.host, spelling), step);
+            }
+        }
+    }
 }
 
 /// The folder a process is known by: for a process the allow list expects, the allow-list
@@ -181,6 +245,7 @@ impl DayData {
         let sensors = &settings.detect.silent_device.sensor_processes;
         let mut activity = Vec::with_capacity(evidence.rows.len());
         let mut devices: FxHashMap<u32, DeviceDay> = FxHashMap::default();
+        let mut identity_text = String::new();
         let mut device_names: FxHashMap<u32, String> = FxHashMap::default();
         for (row_index, row) in evidence.rows.iter().enumerate() {
             use device_col as c;
@@ -195,7 +260,12 @@ impl DayData {
                 ProcessClass::Unexpected
             };
             let folder_key = identity_folder(settings, file, folder, host);
-            let identity = names.identities.intern(&format!("{}:{file}{folder_key}", file.len()));
+            identity_text.clear();
+            {
+                use std::fmt::Write as _;
+                let _ = write!(identity_text, "{}:{file}{folder_key}", file.len());
+            }
+            let identity = names.identities.intern(&identity_text);
             let spelled = text(&row[c::SPELLING]);
             let entry = Activity {
                 device: names.devices.intern(text(&row[c::DEVICE_ID])),
@@ -223,7 +293,17 @@ impl DayData {
             }
             activity.push(entry);
         }
-        Ok(Some(DayData { day, connections, activity, devices, evidence: Some(evidence), device_names }))
+        let mut devices: Vec<(u32, DeviceDay)> = devices.into_iter().collect();
+        devices.sort_unstable_by_key(|(device, _)| *device);
+        Ok(Some(DayData {
+            day,
+            connections,
+            activity,
+            devices,
+            counts: Default::default(),
+            evidence: Some(evidence),
+            device_names,
+        }))
     }
 
     /// What only the day being scored needs.
@@ -240,7 +320,7 @@ impl DayData {
 
 impl History {
     pub fn new(window: usize) -> History {
-        History { names: Names::default(), days: VecDeque::new(), window }
+        History { names: Names::default(), days: VecDeque::new(), window, index: WindowIndex::default() }
     }
 
     /// Makes `days` the stored days of the window before `day`: loads what is missing (a day
@@ -253,13 +333,21 @@ impl History {
         settings: &Settings,
     ) -> Result<(), SinkError> {
         let first = Day(day.0 - self.window as i32);
-        self.days.retain(|d| d.day >= first && d.day < day);
+        let index = &mut self.index;
+        self.days.retain(|d| {
+            let keep = d.day >= first && d.day < day;
+            if !keep {
+                index.apply(d, -1);
+            }
+            keep
+        });
         for &wanted in stored.range(first..day) {
             if self.days.iter().any(|d| d.day == wanted) {
                 continue;
             }
             if let Some(mut data) = DayData::load(results, wanted, settings, &mut self.names)? {
                 data.forget_evidence();
+                self.index.apply(&data, 1);
                 let at = self.days.partition_point(|d| d.day < wanted);
                 self.days.insert(at, data);
             }
@@ -271,6 +359,7 @@ impl History {
     pub fn push(&mut self, mut today: DayData) {
         today.forget_evidence();
         if self.days.back().is_none_or(|last| last.day < today.day) {
+            self.index.apply(&today, 1);
             self.days.push_back(today);
         }
     }

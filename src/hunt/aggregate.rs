@@ -396,6 +396,8 @@ impl Partial {
         let remote_port = batch.column(col::REMOTE_PORT).as_primitive::<Int32Type>();
         let sha1 = text(col::PROCESS_SHA1);
         let scoped = !settings.scope.is_everything();
+        // Per-device activity is the detectors' evidence; without them it costs for nothing.
+        let detecting = settings.detect.enabled;
         let mut identity = String::with_capacity(160);
 
         for row in 0..batch.num_rows() {
@@ -460,7 +462,7 @@ impl Partial {
             };
             let Some(host) = class.host else {
                 // A look-alike: the detectors' evidence only, never a telemetry row.
-                if let Some(lookalike) = class.lookalike.as_deref() {
+                if let Some(lookalike) = class.lookalike.as_deref().filter(|_| detecting) {
                     activity(lookalike, 0, first_exclusion(&settings.exclusions, &fields), self);
                 }
                 continue;
@@ -487,8 +489,7 @@ impl Partial {
             if let Some(rule) = excluded {
                 *self.counts.excluded_by_rule.entry(rule).or_default() += weight;
             }
-            // Per-device activity is the detectors' evidence; without them it costs for nothing.
-            if settings.detect.enabled {
+            if detecting {
                 let spelled = if evading { spelling::of(get(remote_url, row).unwrap_or("")) } else { 0 };
                 activity(&host, spelled, excluded, self);
             }
