@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use crate::azure::http::AzureClient;
 use crate::azure::storage::ConnectError;
 use crate::azure::{Azure, IdentityKind};
-use crate::baseline::history::{DayData, History};
+use crate::baseline::history::{DayData, History, StoredDay};
 use crate::config::Settings;
 use crate::detect::{self, Context, Finding};
 use crate::hunt::Partial;
@@ -637,6 +637,7 @@ fn write(
     record.stats = stats;
 
     let clock = Instant::now();
+    let activity = if settings.detect.enabled { partial.activity_by_day() } else { Default::default() };
     let written = days
         .par_iter()
         .map(|&day| -> Result<Vec<Table>, SinkError> {
@@ -651,7 +652,8 @@ fn write(
             // Only the detectors read it back: Parquet only, not sent to Sentinel, not kept when
             // they are off (those days then give them no history).
             if settings.detect.enabled {
-                store.write_day_parquet(&tables::device_hosts(&partial, settings, day), day)?;
+                let entries = activity.get(&day).map_or(&[][..], Vec::as_slice);
+                store.write_day_parquet(&tables::device_hosts(&partial, settings, day, entries), day)?;
             }
             Ok(day_tables)
         })
@@ -692,16 +694,36 @@ pub fn detect_days(
     let mut history = History::new(settings.detect.history_days);
     let mut ordered = days.to_vec();
     ordered.sort();
-    let mut all = Vec::new();
-    for day in ordered {
+    let read = |i: usize| ordered.get(i).map_or(Ok(None), |&day| StoredDay::read(results, day));
+    let mut scored: Vec<(Day, Vec<Finding>)> = Vec::new();
+    let mut next = read(0)?;
+    for (i, &day) in ordered.iter().enumerate() {
         history.prepare(results, &stored, day, settings)?;
-        let Some(today) = DayData::load(results, day, settings, &mut history.names)? else { continue };
-        let findings = detect::run_day(&Context::new(day, settings, &today, &history));
-        written.push(write_findings(results, day, &findings, run_id, settings.detect.max_listed_devices)?);
+        // Interned after the days `prepare` loaded, in the order a day-by-day read interns them.
+        let today = next.take().map(|stored| DayData::build(stored, settings, &mut history.names));
+        // The next day's tables are read and decoded while the detectors score this one: the
+        // days depend on each other only through the history, which the read does not touch.
+        let (findings, following) = rayon::join(
+            || today.as_ref().map(|today| detect::run_day(&Context::new(day, settings, today, &history))),
+            || read(i + 1),
+        );
+        next = following?;
+        if let (Some(today), Some(findings)) = (today, findings) {
+            history.push(today);
+            scored.push((day, findings));
+        }
+    }
+    // Each day's findings table is its own object: written side by side.
+    let tables = scored
+        .par_iter()
+        .map(|(day, findings)| write_findings(results, *day, findings, run_id, settings.detect.max_listed_devices))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut all = Vec::new();
+    for ((day, findings), table) in scored.into_iter().zip(tables) {
         if !findings.is_empty() {
             tracing::info!(%day, findings = findings.len(), "Findings.");
         }
-        history.push(today);
+        written.push(table);
         all.extend(findings);
     }
     Ok(all)

@@ -222,6 +222,26 @@ fn count(cell: &Cell) -> u64 {
     int(cell).map_or(0, |v| v.max(0) as u64)
 }
 
+/// One day's tables as stored, before anything is interned: what can be read while the
+/// detectors score the day before.
+pub struct StoredDay {
+    pub day: Day,
+    pub daily: Table,
+    pub evidence: Table,
+}
+
+impl StoredDay {
+    /// `None` when the day was never hunted.
+    pub fn read(results: &Results, day: Day) -> Result<Option<StoredDay>, SinkError> {
+        let Some(daily) = results.read_day(tables::DAILY, DAILY_COLUMNS, day)? else { return Ok(None) };
+        // A day hunted by a version without the device table has no device history.
+        let evidence = results
+            .read_day(tables::DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS, day)?
+            .unwrap_or_else(|| Table::new(tables::DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS));
+        Ok(Some(StoredDay { day, daily, evidence }))
+    }
+}
+
 impl DayData {
     /// Reads one day from the store; `None` when the day was never hunted.
     pub fn load(
@@ -230,7 +250,12 @@ impl DayData {
         settings: &Settings,
         names: &mut Names,
     ) -> Result<Option<DayData>, SinkError> {
-        let Some(daily) = results.read_day(tables::DAILY, DAILY_COLUMNS, day)? else { return Ok(None) };
+        Ok(StoredDay::read(results, day)?.map(|stored| DayData::build(stored, settings, names)))
+    }
+
+    /// A day from its stored tables, its strings interned in `names`.
+    pub fn build(stored: StoredDay, settings: &Settings, names: &mut Names) -> DayData {
+        let StoredDay { day, daily, evidence } = stored;
         let connections = daily.rows.iter().map(|row| (text(&row[1]).to_string(), count(&row[2]) as f64)).fold(
             BTreeMap::new(),
             |mut map, (action, n)| {
@@ -238,10 +263,6 @@ impl DayData {
                 map
             },
         );
-        // A day hunted by a version without the device table has no device history.
-        let evidence = results
-            .read_day(tables::DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS, day)?
-            .unwrap_or_else(|| Table::new(tables::DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS));
         let sensors = &settings.detect.silent_device.sensor_processes;
         let mut activity = Vec::with_capacity(evidence.rows.len());
         let mut devices: FxHashMap<u32, DeviceDay> = FxHashMap::default();
@@ -295,7 +316,7 @@ impl DayData {
         }
         let mut devices: Vec<(u32, DeviceDay)> = devices.into_iter().collect();
         devices.sort_unstable_by_key(|(device, _)| *device);
-        Ok(Some(DayData {
+        DayData {
             day,
             connections,
             activity,
@@ -303,7 +324,7 @@ impl DayData {
             counts: Default::default(),
             evidence: Some(evidence),
             device_names,
-        }))
+        }
     }
 
     /// What only the day being scored needs.

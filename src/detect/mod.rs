@@ -12,8 +12,8 @@ pub mod silent_device;
 pub mod unexpected_process;
 pub mod unusual_port;
 
-use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
 
 use rustc_hash::FxHashMap;
 use serde_json::{json, Value};
@@ -327,12 +327,13 @@ pub fn device_list(ctx: &Context<'_>, devices: impl IntoIterator<Item = u32>) ->
 
 /// Distinct devices per key on one day, for the keys a detector draws a series of (see
 /// [`device_series`]). Each is counted the first time a detector asks and kept with the day, so
-/// a day of history is counted once, not again for each of the days it serves.
+/// a day of history is counted once, not again for each of the days it serves. `OnceLock`, not
+/// `OnceCell`, so a day can be shared with the thread that reads the next day meanwhile.
 #[derive(Debug, Default, Clone)]
 pub struct DayCounts {
-    pub unexpected_process: OnceCell<FxHashMap<(u32, u32), usize>>,
-    pub unusual_port: OnceCell<FxHashMap<(u32, i32), usize>>,
-    pub lookalike: OnceCell<FxHashMap<u32, usize>>,
+    pub unexpected_process: OnceLock<FxHashMap<(u32, u32), usize>>,
+    pub unusual_port: OnceLock<FxHashMap<(u32, i32), usize>>,
+    pub lookalike: OnceLock<FxHashMap<u32, usize>>,
 }
 
 /// Distinct devices per key of a day's activity (rows without a key are left out).

@@ -313,7 +313,19 @@ fn entry<'m, K: std::hash::Hash + Eq, V: Default>(
     map.entry(probe()).or_default()
 }
 
+/// One entry of [`Partial::activity`].
+pub type ActivityEntry<'p> = (&'p ActivityKey, &'p ActivityAgg);
+
 impl Partial {
+    /// The activity entries of each day.
+    pub fn activity_by_day(&self) -> FxHashMap<Day, Vec<ActivityEntry<'_>>> {
+        let mut days: FxHashMap<Day, Vec<ActivityEntry<'_>>> = FxHashMap::default();
+        for entry in &self.activity {
+            days.entry(entry.0 .0).or_default().push(entry);
+        }
+        days
+    }
+
     /// Merges another partial into this one. Associative and commutative, so rayon may reduce
     /// in any order and the tables come out the same.
     pub fn merge(mut self, mut other: Partial) -> Partial {

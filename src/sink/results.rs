@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
@@ -161,7 +161,19 @@ fn decode_parquet(
     columns: &'static [(&'static str, ColumnType)],
     bytes: Bytes,
 ) -> Result<Table, String> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()).map_err(|e| e.to_string())?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
+    // Only the columns asked for are decoded: a reader of a few columns (the report's findings)
+    // leaves the large ones (Params, Series) compressed.
+    let fields = builder.schema().fields();
+    let wanted: Vec<usize> =
+        (0..fields.len()).filter(|&i| columns.iter().any(|(name, _)| *name == fields[i].name())).collect();
+    let builder = if wanted.is_empty() || wanted.len() == fields.len() {
+        builder
+    } else {
+        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
+        builder.with_projection(mask)
+    };
+    let reader = builder.build().map_err(|e| e.to_string())?;
     let mut table = Table::new(name, columns);
     for batch in reader {
         let batch = batch.map_err(|e| e.to_string())?;
