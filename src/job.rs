@@ -694,21 +694,32 @@ pub fn detect_days(
     let mut history = History::new(settings.detect.history_days);
     let mut ordered = days.to_vec();
     ordered.sort();
-    let read = |i: usize| ordered.get(i).map_or(Ok(None), |&day| StoredDay::read(results, day));
+    // A day is read, decoded and built with names of its own, on any thread.
+    let read = |i: usize| -> Result<_, SinkError> {
+        let Some(&day) = ordered.get(i) else { return Ok(None) };
+        Ok(StoredDay::read(results, day)?.map(|stored| DayData::build_alone(stored, settings)))
+    };
     let mut scored: Vec<(Day, Vec<Finding>)> = Vec::new();
     let mut next = read(0)?;
+    let mut spent = None;
     for (i, &day) in ordered.iter().enumerate() {
         history.prepare(results, &stored, day, settings)?;
-        // Interned after the days `prepare` loaded, in the order a day-by-day read interns them.
-        let today = next.take().map(|stored| DayData::build(stored, settings, &mut history.names));
-        // The next day's tables are read and decoded while the detectors score this one: the
-        // days depend on each other only through the history, which the read does not touch.
+        // Renumbered after the days `prepare` loaded: the ids a day-by-day load gives.
+        let today = next.take().map(|(data, own)| data.adopt(&own, &mut history.names));
+        // The next day is read while the detectors score this one (the days depend on each
+        // other only through the history, which reading does not touch), and the evidence of
+        // the day before is freed meanwhile.
+        let stale = spent.take();
         let (findings, following) = rayon::join(
             || today.as_ref().map(|today| detect::run_day(&Context::new(day, settings, today, &history))),
-            || read(i + 1),
+            move || {
+                drop(stale);
+                read(i + 1)
+            },
         );
         next = following?;
-        if let (Some(today), Some(findings)) = (today, findings) {
+        if let (Some(mut today), Some(findings)) = (today, findings) {
+            spent = Some(today.take_evidence());
             history.push(today);
             scored.push((day, findings));
         }

@@ -110,7 +110,7 @@ pub struct WindowIndex {
 
 impl WindowIndex {
     /// Adds (`step` 1) or takes away (`step` -1) one day.
-    fn apply(&mut self, data: &DayData, step: i32) {
+    pub(crate) fn apply(&mut self, data: &DayData, step: i32) {
         /// Moves a count by `step`; a count that reaches 0 leaves the map. True when it left.
         fn bump<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, u32>, key: K, step: i32) -> bool {
             let count = map.entry(key);
@@ -325,6 +325,40 @@ impl DayData {
             evidence: Some(evidence),
             device_names,
         }
+    }
+
+    /// A day built with names of its own (on any thread), for [`DayData::adopt`].
+    pub fn build_alone(stored: StoredDay, settings: &Settings) -> (DayData, Names) {
+        let mut names = Names::default();
+        let data = DayData::build(stored, settings, &mut names);
+        (data, names)
+    }
+
+    /// Moves a day built by [`DayData::build_alone`] into the run's `names`. Its values are
+    /// interned in the order the day first saw them, which is the order [`DayData::build`]
+    /// into `names` would have interned them: the ids come out the same.
+    pub fn adopt(mut self, own: &Names, names: &mut Names) -> DayData {
+        let devices = names.devices.absorb(&own.devices);
+        let hosts = names.hosts.absorb(&own.hosts);
+        let identities = names.identities.absorb(&own.identities);
+        let spellings = names.spellings.absorb(&own.spellings);
+        for a in &mut self.activity {
+            a.device = devices[a.device as usize];
+            a.host = hosts[a.host as usize];
+            a.identity = identities[a.identity as usize];
+            a.spelling = a.spelling.map(|s| spellings[s as usize]);
+        }
+        for (device, _) in &mut self.devices {
+            *device = devices[*device as usize];
+        }
+        self.devices.sort_unstable_by_key(|(device, _)| *device);
+        self.device_names = self.device_names.into_iter().map(|(d, name)| (devices[d as usize], name)).collect();
+        self
+    }
+
+    /// What only the day being scored needs, taken out so it can be dropped elsewhere.
+    pub fn take_evidence(&mut self) -> (Option<Table>, FxHashMap<u32, String>) {
+        (self.evidence.take(), std::mem::take(&mut self.device_names))
     }
 
     /// What only the day being scored needs.

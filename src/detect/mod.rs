@@ -241,11 +241,12 @@ impl<'a> Context<'a> {
         format!("{}{PART}.parquet", day_prefix(crate::sink::tables::DEVICE_HOSTS, self.day))
     }
 
-    /// Whether a device has at least `min_device_history_days` history days of telemetry: only
-    /// such devices have a baseline to be new or silent against.
+    /// Whether a device has at least `min_device_history_days` history days of telemetry, and
+    /// at least one (even when the setting is 0): only such devices have a baseline to be new
+    /// against.
     pub fn has_history(&self, device: u32) -> bool {
-        let days = self.history.index.active_days.get(&device).copied().unwrap_or(0);
-        days as usize >= self.settings.detect.min_device_history_days
+        let days = self.history.index.active_days.get(&device).copied().unwrap_or(0) as usize;
+        days > 0 && days >= self.settings.detect.min_device_history_days
     }
 }
 
@@ -529,6 +530,58 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The running index says what walking the window's days says, and a day taken away
+    /// leaves no trace.
+    #[test]
+    fn the_window_index_is_what_its_days_add_up_to() {
+        use crate::baseline::history::WindowIndex;
+        use testing::{day, day_data, row, sensor, settings, GW};
+        let settings = settings();
+        let mut history = History::new(30);
+        let mut spelled = sensor("dev-b");
+        spelled.spelling = "port";
+        let mut quiet = sensor("dev-c");
+        quiet.events = 0;
+        let days = [
+            vec![sensor("dev-a"), row("dev-a", GW, "x.exe", r"c:\x\x.exe"), quiet.clone()],
+            vec![sensor("dev-a"), spelled.clone(), sensor("dev-b")],
+            vec![spelled, quiet],
+        ];
+        for (i, rows) in days.iter().enumerate() {
+            let data = day_data(&settings, &mut history.names, day(i as i32), rows, &[]);
+            history.push(data);
+        }
+        let mut walked = WindowIndex::default();
+        for data in &history.days {
+            for (device, d) in &data.devices {
+                if d.events > 0 {
+                    *walked.active_days.entry(*device).or_default() += 1;
+                }
+            }
+            for a in &data.activity {
+                if new_combination::judged(a) {
+                    *walked.combinations.entry((a.host, a.identity)).or_default().entry(a.device).or_default() += 1;
+                }
+                if let Some(s) = a.spelling {
+                    *walked.spellings.entry((a.device, a.host, s)).or_default() += 1;
+                }
+            }
+        }
+        let index = &history.index;
+        assert_eq!(
+            (&index.active_days, &index.combinations, &index.spellings),
+            (&walked.active_days, &walked.combinations, &walked.spellings)
+        );
+        let a = history.names.devices.intern("dev-a");
+        let c = history.names.devices.intern("dev-c");
+        assert_eq!((index.active_days.get(&a), index.active_days.get(&c)), (Some(&2), None));
+        let mut emptied = history.index.clone();
+        for data in &history.days {
+            emptied.apply(data, -1);
+        }
+        assert!(emptied.active_days.is_empty() && emptied.combinations.is_empty() && emptied.spellings.is_empty());
+    }
 
     #[test]
     fn finding_ids_are_fnv1a_128_of_type_key_and_day() {

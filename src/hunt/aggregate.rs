@@ -76,8 +76,9 @@ impl Interner {
         &self.names[id as usize]
     }
 
-    /// This interner's id for each of `other`'s ids, interning what is new.
-    fn absorb(&mut self, other: &Interner) -> Vec<u32> {
+    /// This interner's id for each of `other`'s ids, interning what is new (in `other`'s id
+    /// order, so new values get the ids interning them one by one in that order would give).
+    pub fn absorb(&mut self, other: &Interner) -> Vec<u32> {
         other.names.iter().map(|name| self.intern(name)).collect()
     }
 
