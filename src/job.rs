@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use crate::azure::http::{AzureClient, HttpError};
 use crate::azure::storage::ConnectError;
 use crate::azure::{Azure, IdentityKind};
-use crate::baseline::history::{DayData, History};
+use crate::baseline::history::{DayData, History, StoredDay};
 use crate::config::Settings;
 use crate::detect::{self, Context, Finding};
 use crate::hunt::Partial;
@@ -649,6 +649,7 @@ fn write(
     record.stats = stats;
 
     let clock = Instant::now();
+    let activity = if settings.detect.enabled { partial.activity_by_day() } else { Default::default() };
     let written = days
         .par_iter()
         .map(|&day| -> Result<Vec<Table>, SinkError> {
@@ -663,7 +664,8 @@ fn write(
             // Only the detectors read it back: Parquet only, not sent to Sentinel, not kept when
             // they are off (those days then give them no history).
             if settings.detect.enabled {
-                store.write_day_parquet(&tables::device_hosts(&partial, settings, day), day)?;
+                let entries = activity.get(&day).map_or(&[][..], Vec::as_slice);
+                store.write_day_parquet(&tables::device_hosts(&partial, settings, day, entries), day)?;
             }
             Ok(day_tables)
         })
@@ -697,20 +699,54 @@ pub fn detect_days(
     run_id: &str,
     written: &mut Vec<Table>,
 ) -> Result<Vec<Finding>, SinkError> {
+    // Nothing commits while the run holds the lock: the pending commits are listed once, not on
+    // each of the three reads per day.
+    let results = &results.pinned()?;
     let stored: BTreeSet<Day> = results.days(tables::DAILY)?.into_iter().collect();
     let mut history = History::new(settings.detect.history_days);
     let mut ordered = days.to_vec();
     ordered.sort();
-    let mut all = Vec::new();
-    for day in ordered {
+    // A day is read, decoded and built with names of its own, on any thread.
+    let read = |i: usize| -> Result<_, SinkError> {
+        let Some(&day) = ordered.get(i) else { return Ok(None) };
+        Ok(StoredDay::read(results, day)?.map(|stored| DayData::build_alone(stored, settings)))
+    };
+    let mut scored: Vec<(Day, Vec<Finding>)> = Vec::new();
+    let mut next = read(0)?;
+    let mut spent = None;
+    for (i, &day) in ordered.iter().enumerate() {
         history.prepare(results, &stored, day, settings)?;
-        let Some(today) = DayData::load(results, day, settings, &mut history.names)? else { continue };
-        let findings = detect::run_day(&Context::new(day, settings, &today, &history));
-        written.push(write_findings(results, day, &findings, run_id, settings.detect.max_listed_devices)?);
+        // Renumbered after the days `prepare` loaded: the ids a day-by-day load gives.
+        let today = next.take().map(|(data, own)| data.adopt(&own, &mut history.names));
+        // The next day is read while the detectors score this one (the days depend on each
+        // other only through the history, which reading does not touch), and the evidence of
+        // the day before is freed meanwhile.
+        let stale = spent.take();
+        let (findings, following) = rayon::join(
+            || today.as_ref().map(|today| detect::run_day(&Context::new(day, settings, today, &history))),
+            move || {
+                drop(stale);
+                read(i + 1)
+            },
+        );
+        next = following?;
+        if let (Some(mut today), Some(findings)) = (today, findings) {
+            spent = Some(today.take_evidence());
+            history.push(today);
+            scored.push((day, findings));
+        }
+    }
+    // Each day's findings table is its own object: written side by side.
+    let tables = scored
+        .par_iter()
+        .map(|(day, findings)| write_findings(results, *day, findings, run_id, settings.detect.max_listed_devices))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut all = Vec::new();
+    for ((day, findings), table) in scored.into_iter().zip(tables) {
         if !findings.is_empty() {
             tracing::info!(%day, findings = findings.len(), "Findings.");
         }
-        history.push(today);
+        written.push(table);
         all.extend(findings);
     }
     Ok(all)
@@ -744,11 +780,14 @@ fn write_findings(
     let run_ids: Vec<String> = findings
         .iter()
         .map(|finding| {
+            // A day hunted for the first time has nothing to compare with: no row to build.
+            let Some((previous, previous_run)) = earlier.get(&finding.id()) else { return run_id.to_string() };
             let mut row = finding.to_row("", max_listed);
             row[RUN_ID] = Cell::Null;
-            match earlier.get(&finding.id()) {
-                Some((previous, previous_run)) if *previous == row => previous_run.clone(),
-                _ => run_id.to_string(),
+            if *previous == row {
+                previous_run.clone()
+            } else {
+                run_id.to_string()
             }
         })
         .collect();

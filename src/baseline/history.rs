@@ -63,7 +63,12 @@ pub struct DayData {
     /// `MdeTelemetryDaily`: ActionType → Connections.
     pub connections: BTreeMap<String, f64>,
     pub activity: Vec<Activity>,
-    pub devices: FxHashMap<u32, DeviceDay>,
+    /// Each device with listed activity, by device id: sorted, so the silent-device detector
+    /// walks the days of the window side by side instead of hashing every device of every day.
+    pub devices: Vec<(u32, DeviceDay)>,
+    /// What the detectors count per day, worked out the first time and kept while the day is in
+    /// the window (each day is counted once per run, not once per day it serves).
+    pub counts: crate::detect::DayCounts,
     /// The day's `MdeTelemetryDeviceHosts` rows and each device's name; kept for the day being
     /// scored, dropped from history.
     pub evidence: Option<Table>,
@@ -79,12 +84,71 @@ pub struct Names {
     pub spellings: Interner,
 }
 
-/// The stored days before the day being scored, oldest first.
+/// The stored days before the day being scored, oldest first. Change `days` only through
+/// [`History::prepare`] and [`History::push`], which keep `index` in step.
 #[derive(Debug, Clone)]
 pub struct History {
     pub names: Names,
     pub days: VecDeque<DayData>,
     pub window: usize,
+    pub index: WindowIndex,
+}
+
+/// What the days of the window add up to, updated as a day comes in or falls out, so a
+/// detector asks the window with one lookup instead of walking every activity row of 30 days
+/// every day (which made the detectors quadratic in the days of a run).
+#[derive(Debug, Default, Clone)]
+pub struct WindowIndex {
+    /// Per device: the history days it had telemetry on (listed events > 0).
+    pub active_days: FxHashMap<u32, u32>,
+    /// Activity rows the new-combination detector judges (listed, not excluded), per
+    /// (host, identity): how many rows each device has.
+    pub combinations: FxHashMap<(u32, u32), FxHashMap<u32, u32>>,
+    /// Activity rows per (device, host, spelling) of a spelling the reference query misses.
+    pub spellings: FxHashMap<(u32, u32, u32), u32>,
+}
+
+impl WindowIndex {
+    /// Adds (`step` 1) or takes away (`step` -1) one day.
+    pub(crate) fn apply(&mut self, data: &DayData, step: i32) {
+        /// Moves a count by `step`; a count that reaches 0 leaves the map. True when it left.
+        fn bump<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, u32>, key: K, step: i32) -> bool {
+            let count = map.entry(key);
+            match count {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    let n = e.get().saturating_add_signed(step);
+                    if n == 0 {
+                        e.remove();
+                        return true;
+                    }
+                    *e.get_mut() = n;
+                    false
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    if step > 0 {
+                        e.insert(step as u32);
+                    }
+                    step <= 0
+                }
+            }
+        }
+        for (device, day) in &data.devices {
+            if day.events > 0 {
+                bump(&mut self.active_days, *device, step);
+            }
+        }
+        for a in &data.activity {
+            if crate::detect::new_combination::judged(a) {
+                let devices = self.combinations.entry((a.host, a.identity)).or_default();
+                if bump(devices, a.device, step) && devices.is_empty() {
+                    self.combinations.remove(&(a.host, a.identity));
+                }
+            }
+            if let Some(spelling) = a.spelling {
+                bump(&mut self.spellings, (a.device, a.host, spelling), step);
+            }
+        }
+    }
 }
 
 /// The folder a process is known by: for a process the allow list expects, the allow-list
@@ -158,6 +222,26 @@ fn count(cell: &Cell) -> u64 {
     int(cell).map_or(0, |v| v.max(0) as u64)
 }
 
+/// One day's tables as stored, before anything is interned: what can be read while the
+/// detectors score the day before.
+pub struct StoredDay {
+    pub day: Day,
+    pub daily: Table,
+    pub evidence: Table,
+}
+
+impl StoredDay {
+    /// `None` when the day was never hunted.
+    pub fn read(results: &Results, day: Day) -> Result<Option<StoredDay>, SinkError> {
+        let Some(daily) = results.read_day(tables::DAILY, DAILY_COLUMNS, day)? else { return Ok(None) };
+        // A day hunted by a version without the device table has no device history.
+        let evidence = results
+            .read_day(tables::DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS, day)?
+            .unwrap_or_else(|| Table::new(tables::DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS));
+        Ok(Some(StoredDay { day, daily, evidence }))
+    }
+}
+
 impl DayData {
     /// Reads one day from the store; `None` when the day was never hunted.
     pub fn load(
@@ -166,7 +250,12 @@ impl DayData {
         settings: &Settings,
         names: &mut Names,
     ) -> Result<Option<DayData>, SinkError> {
-        let Some(daily) = results.read_day(tables::DAILY, DAILY_COLUMNS, day)? else { return Ok(None) };
+        Ok(StoredDay::read(results, day)?.map(|stored| DayData::build(stored, settings, names)))
+    }
+
+    /// A day from its stored tables, its strings interned in `names`.
+    pub fn build(stored: StoredDay, settings: &Settings, names: &mut Names) -> DayData {
+        let StoredDay { day, daily, evidence } = stored;
         let connections = daily.rows.iter().map(|row| (text(&row[1]).to_string(), count(&row[2]) as f64)).fold(
             BTreeMap::new(),
             |mut map, (action, n)| {
@@ -174,13 +263,10 @@ impl DayData {
                 map
             },
         );
-        // A day hunted by a version without the device table has no device history.
-        let evidence = results
-            .read_day(tables::DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS, day)?
-            .unwrap_or_else(|| Table::new(tables::DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS));
         let sensors = &settings.detect.silent_device.sensor_processes;
         let mut activity = Vec::with_capacity(evidence.rows.len());
         let mut devices: FxHashMap<u32, DeviceDay> = FxHashMap::default();
+        let mut identity_text = String::new();
         let mut device_names: FxHashMap<u32, String> = FxHashMap::default();
         for (row_index, row) in evidence.rows.iter().enumerate() {
             use device_col as c;
@@ -195,7 +281,12 @@ impl DayData {
                 ProcessClass::Unexpected
             };
             let folder_key = identity_folder(settings, file, folder, host);
-            let identity = names.identities.intern(&format!("{}:{file}{folder_key}", file.len()));
+            identity_text.clear();
+            {
+                use std::fmt::Write as _;
+                let _ = write!(identity_text, "{}:{file}{folder_key}", file.len());
+            }
+            let identity = names.identities.intern(&identity_text);
             let spelled = text(&row[c::SPELLING]);
             let entry = Activity {
                 device: names.devices.intern(text(&row[c::DEVICE_ID])),
@@ -223,7 +314,51 @@ impl DayData {
             }
             activity.push(entry);
         }
-        Ok(Some(DayData { day, connections, activity, devices, evidence: Some(evidence), device_names }))
+        let mut devices: Vec<(u32, DeviceDay)> = devices.into_iter().collect();
+        devices.sort_unstable_by_key(|(device, _)| *device);
+        DayData {
+            day,
+            connections,
+            activity,
+            devices,
+            counts: Default::default(),
+            evidence: Some(evidence),
+            device_names,
+        }
+    }
+
+    /// A day built with names of its own (on any thread), for [`DayData::adopt`].
+    pub fn build_alone(stored: StoredDay, settings: &Settings) -> (DayData, Names) {
+        let mut names = Names::default();
+        let data = DayData::build(stored, settings, &mut names);
+        (data, names)
+    }
+
+    /// Moves a day built by [`DayData::build_alone`] into the run's `names`. Its values are
+    /// interned in the order the day first saw them, which is the order [`DayData::build`]
+    /// into `names` would have interned them: the ids come out the same.
+    pub fn adopt(mut self, own: &Names, names: &mut Names) -> DayData {
+        let devices = names.devices.absorb(&own.devices);
+        let hosts = names.hosts.absorb(&own.hosts);
+        let identities = names.identities.absorb(&own.identities);
+        let spellings = names.spellings.absorb(&own.spellings);
+        for a in &mut self.activity {
+            a.device = devices[a.device as usize];
+            a.host = hosts[a.host as usize];
+            a.identity = identities[a.identity as usize];
+            a.spelling = a.spelling.map(|s| spellings[s as usize]);
+        }
+        for (device, _) in &mut self.devices {
+            *device = devices[*device as usize];
+        }
+        self.devices.sort_unstable_by_key(|(device, _)| *device);
+        self.device_names = self.device_names.into_iter().map(|(d, name)| (devices[d as usize], name)).collect();
+        self
+    }
+
+    /// What only the day being scored needs, taken out so it can be dropped elsewhere.
+    pub fn take_evidence(&mut self) -> (Option<Table>, FxHashMap<u32, String>) {
+        (self.evidence.take(), std::mem::take(&mut self.device_names))
     }
 
     /// What only the day being scored needs.
@@ -240,7 +375,7 @@ impl DayData {
 
 impl History {
     pub fn new(window: usize) -> History {
-        History { names: Names::default(), days: VecDeque::new(), window }
+        History { names: Names::default(), days: VecDeque::new(), window, index: WindowIndex::default() }
     }
 
     /// Makes `days` the stored days of the window before `day`: loads what is missing (a day
@@ -253,13 +388,21 @@ impl History {
         settings: &Settings,
     ) -> Result<(), SinkError> {
         let first = Day(day.0 - self.window as i32);
-        self.days.retain(|d| d.day >= first && d.day < day);
+        let index = &mut self.index;
+        self.days.retain(|d| {
+            let keep = d.day >= first && d.day < day;
+            if !keep {
+                index.apply(d, -1);
+            }
+            keep
+        });
         for &wanted in stored.range(first..day) {
             if self.days.iter().any(|d| d.day == wanted) {
                 continue;
             }
             if let Some(mut data) = DayData::load(results, wanted, settings, &mut self.names)? {
                 data.forget_evidence();
+                self.index.apply(&data, 1);
                 let at = self.days.partition_point(|d| d.day < wanted);
                 self.days.insert(at, data);
             }
@@ -271,6 +414,7 @@ impl History {
     pub fn push(&mut self, mut today: DayData) {
         today.forget_evidence();
         if self.days.back().is_none_or(|last| last.day < today.day) {
+            self.index.apply(&today, 1);
             self.days.push_back(today);
         }
     }

@@ -24,11 +24,10 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::FxHashSet;
 use serde_json::json;
 
-use super::{daily_devices, device_series, Context, Finding, FindingType, Group, Severity};
-use crate::baseline::history::{Activity, ProcessClass};
+use super::{device_series, distinct_devices, Context, Finding, FindingType, Group, Severity};
+use crate::baseline::history::{DayData, ProcessClass};
 use crate::hunt::lookalike::LookalikeReason;
 
 /// The last two labels: who can create names under a host (a good enough rule for the hosts on
@@ -58,7 +57,10 @@ fn lookalike_hosts(ctx: &Context<'_>) -> Vec<Finding> {
     for a in ctx.today.activity.iter().filter(|a| !a.listed) {
         groups.entry(a.host).or_default().add(a, ctx.today.row(a));
     }
-    let per_day = daily_devices(ctx, |a: &Activity| (!a.listed).then_some(a.host));
+    let devices_on = |data: &DayData, host: u32| {
+        let counts = data.counts.lookalike.get_or_init(|| distinct_devices(data, |a| (!a.listed).then_some(a.host)));
+        counts.get(&host).copied().unwrap_or(0)
+    };
     let mut findings = Vec::new();
     for (host_id, group) in groups {
         let host = ctx.host(host_id).to_string();
@@ -83,7 +85,7 @@ fn lookalike_hosts(ctx: &Context<'_>) -> Vec<Finding> {
                 )
             }
         };
-        let (series, baseline) = device_series(ctx, per_day.get(&host_id));
+        let (series, baseline) = device_series(ctx, |data| devices_on(data, host_id));
         let process = group.process();
         let devices = group.device_list(ctx);
         let description = format!(
@@ -123,17 +125,12 @@ fn lookalike_hosts(ctx: &Context<'_>) -> Vec<Finding> {
 }
 
 fn new_spellings(ctx: &Context<'_>) -> Vec<Finding> {
-    let eligible = ctx.devices_with_history();
-    let mut seen: FxHashSet<(u32, u32, u32)> = FxHashSet::default();
-    for a in ctx.history.days.iter().flat_map(|d| &d.activity) {
-        if let Some(spelling) = a.spelling {
-            seen.insert((a.device, a.host, spelling));
-        }
-    }
+    // what each device spelled how in the window
+    let seen = &ctx.history.index.spellings;
     let mut groups: BTreeMap<u32, (Group<'_>, BTreeMap<u32, u64>, bool)> = BTreeMap::new();
     for a in &ctx.today.activity {
         let Some(spelling) = a.spelling else { continue };
-        if !eligible.contains_key(&a.device) || seen.contains(&(a.device, a.host, spelling)) {
+        if !ctx.has_history(a.device) || seen.contains_key(&(a.device, a.host, spelling)) {
             continue;
         }
         let (group, spellings, unexpected) = groups.entry(a.host).or_default();

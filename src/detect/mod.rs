@@ -13,7 +13,9 @@ pub mod unexpected_process;
 pub mod unusual_port;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
 
+use rustc_hash::FxHashMap;
 use serde_json::{json, Value};
 
 use crate::baseline::history::{device_col, text, Activity, DayData, History};
@@ -219,13 +221,11 @@ pub struct Context<'a> {
     pub settings: &'a Settings,
     pub today: &'a DayData,
     pub history: &'a History,
-    /// [`Context::devices_with_history`], worked out once for all detectors.
-    eligible: std::cell::OnceCell<rustc_hash::FxHashMap<u32, usize>>,
 }
 
 impl<'a> Context<'a> {
     pub fn new(day: Day, settings: &'a Settings, today: &'a DayData, history: &'a History) -> Context<'a> {
-        Context { day, settings, today, history, eligible: std::cell::OnceCell::new() }
+        Context { day, settings, today, history }
     }
 
     pub fn device_id(&self, device: u32) -> &str {
@@ -241,22 +241,12 @@ impl<'a> Context<'a> {
         format!("{}{PART}.parquet", day_prefix(crate::sink::tables::DEVICE_HOSTS, self.day))
     }
 
-    /// Devices with at least `min_device_history_days` history days of telemetry (and how
-    /// many): only they have a baseline to be new or silent against.
-    pub fn devices_with_history(&self) -> &rustc_hash::FxHashMap<u32, usize> {
-        self.eligible.get_or_init(|| {
-            let mut days: rustc_hash::FxHashMap<u32, usize> = rustc_hash::FxHashMap::default();
-            for data in &self.history.days {
-                for (&device, day) in &data.devices {
-                    if day.events > 0 {
-                        *days.entry(device).or_default() += 1;
-                    }
-                }
-            }
-            let min = self.settings.detect.min_device_history_days;
-            days.retain(|_, n| *n >= min);
-            days
-        })
+    /// Whether a device has at least `min_device_history_days` history days of telemetry, and
+    /// at least one (even when the setting is 0): only such devices have a baseline to be new
+    /// against.
+    pub fn has_history(&self, device: u32) -> bool {
+        let days = self.history.index.active_days.get(&device).copied().unwrap_or(0) as usize;
+        days > 0 && days >= self.settings.detect.min_device_history_days
     }
 }
 
@@ -336,28 +326,39 @@ pub fn device_list(ctx: &Context<'_>, devices: impl IntoIterator<Item = u32>) ->
     list
 }
 
-/// Devices per day for the keys a detector groups by, over the history window and today: the
-/// `Series` of a finding and its baseline (mean devices per history day).
-pub fn daily_devices<K: Ord + Clone>(
-    ctx: &Context<'_>,
+/// Distinct devices per key on one day, for the keys a detector draws a series of (see
+/// [`device_series`]). Each is counted the first time a detector asks and kept with the day, so
+/// a day of history is counted once, not again for each of the days it serves. `OnceLock`, not
+/// `OnceCell`, so a day can be shared with the thread that reads the next day meanwhile.
+#[derive(Debug, Default, Clone)]
+pub struct DayCounts {
+    pub unexpected_process: OnceLock<FxHashMap<(u32, u32), usize>>,
+    pub unusual_port: OnceLock<FxHashMap<(u32, i32), usize>>,
+    pub lookalike: OnceLock<FxHashMap<u32, usize>>,
+}
+
+/// Distinct devices per key of a day's activity (rows without a key are left out).
+pub fn distinct_devices<K: Ord + Copy + std::hash::Hash>(
+    data: &DayData,
     key_of: impl Fn(&Activity) -> Option<K>,
-) -> BTreeMap<K, BTreeMap<Day, BTreeSet<u32>>> {
-    let mut out: BTreeMap<K, BTreeMap<Day, BTreeSet<u32>>> = BTreeMap::new();
-    for data in ctx.history.days.iter().chain(std::iter::once(ctx.today)) {
-        for a in &data.activity {
-            if let Some(key) = key_of(a) {
-                out.entry(key).or_default().entry(data.day).or_default().insert(a.device);
-            }
-        }
+) -> FxHashMap<K, usize> {
+    // A device has several rows per key (ports, spellings, binaries): sorting and deduplicating
+    // the pairs counts it once, without a set per key.
+    let mut pairs: Vec<(K, u32)> = data.activity.iter().filter_map(|a| Some((key_of(a)?, a.device))).collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    let mut counts: FxHashMap<K, usize> = FxHashMap::default();
+    for (key, _) in pairs {
+        *counts.entry(key).or_default() += 1;
     }
-    out
+    counts
 }
 
 /// `{"days": [...], "devices": [...]}` over the history days and today, and the mean over the
-/// history days.
-pub fn device_series(ctx: &Context<'_>, per_day: Option<&BTreeMap<Day, BTreeSet<u32>>>) -> (Value, f64) {
+/// history days; `devices_on` says how many devices a day had.
+pub fn device_series(ctx: &Context<'_>, devices_on: impl Fn(&DayData) -> usize) -> (Value, f64) {
     let days: Vec<Day> = ctx.history.days.iter().map(|d| d.day).chain(std::iter::once(ctx.day)).collect();
-    let counts: Vec<usize> = days.iter().map(|d| per_day.and_then(|m| m.get(d)).map_or(0, BTreeSet::len)).collect();
+    let counts: Vec<usize> = ctx.history.days.iter().chain(std::iter::once(ctx.today)).map(devices_on).collect();
     let history = &counts[..counts.len() - 1];
     let mean = if history.is_empty() { 0.0 } else { history.iter().sum::<usize>() as f64 / history.len() as f64 };
     let series = json!({
@@ -529,6 +530,58 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The running index says what walking the window's days says, and a day taken away
+    /// leaves no trace.
+    #[test]
+    fn the_window_index_is_what_its_days_add_up_to() {
+        use crate::baseline::history::WindowIndex;
+        use testing::{day, day_data, row, sensor, settings, GW};
+        let settings = settings();
+        let mut history = History::new(30);
+        let mut spelled = sensor("dev-b");
+        spelled.spelling = "port";
+        let mut quiet = sensor("dev-c");
+        quiet.events = 0;
+        let days = [
+            vec![sensor("dev-a"), row("dev-a", GW, "x.exe", r"c:\x\x.exe"), quiet.clone()],
+            vec![sensor("dev-a"), spelled.clone(), sensor("dev-b")],
+            vec![spelled, quiet],
+        ];
+        for (i, rows) in days.iter().enumerate() {
+            let data = day_data(&settings, &mut history.names, day(i as i32), rows, &[]);
+            history.push(data);
+        }
+        let mut walked = WindowIndex::default();
+        for data in &history.days {
+            for (device, d) in &data.devices {
+                if d.events > 0 {
+                    *walked.active_days.entry(*device).or_default() += 1;
+                }
+            }
+            for a in &data.activity {
+                if new_combination::judged(a) {
+                    *walked.combinations.entry((a.host, a.identity)).or_default().entry(a.device).or_default() += 1;
+                }
+                if let Some(s) = a.spelling {
+                    *walked.spellings.entry((a.device, a.host, s)).or_default() += 1;
+                }
+            }
+        }
+        let index = &history.index;
+        assert_eq!(
+            (&index.active_days, &index.combinations, &index.spellings),
+            (&walked.active_days, &walked.combinations, &walked.spellings)
+        );
+        let a = history.names.devices.intern("dev-a");
+        let c = history.names.devices.intern("dev-c");
+        assert_eq!((index.active_days.get(&a), index.active_days.get(&c)), (Some(&2), None));
+        let mut emptied = history.index.clone();
+        for data in &history.days {
+            emptied.apply(data, -1);
+        }
+        assert!(emptied.active_days.is_empty() && emptied.combinations.is_empty() && emptied.spellings.is_empty());
+    }
 
     #[test]
     fn finding_ids_are_fnv1a_128_of_type_key_and_day() {

@@ -13,41 +13,29 @@
 //! for 30 days start doing so through `c:\users\public\libraries\mssense.exe`: a Medium finding
 //! (Low when the process is an expected one, new to these devices).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use rustc_hash::FxHashSet;
 use serde_json::json;
 
 use super::{Context, Finding, FindingType, Group, Severity};
 use crate::baseline::history::{Activity, ProcessClass};
 
-fn judged(a: &Activity) -> bool {
+/// The rows this detector judges; the history keeps them per (host, identity) for it (see
+/// [`crate::baseline::history::WindowIndex`]).
+pub fn judged(a: &Activity) -> bool {
     a.listed && a.class != ProcessClass::Excluded
 }
 
 pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
-    let eligible = ctx.devices_with_history();
-    let seen: FxHashSet<(u32, u32, u32)> = ctx
-        .history
-        .days
-        .iter()
-        .flat_map(|d| &d.activity)
-        .filter(|a| judged(a))
-        .map(|a| (a.device, a.identity, a.host))
-        .collect();
+    // per (host, identity): the devices that used it in the window
+    let window = &ctx.history.index.combinations;
+    let seen = |a: &Activity| window.get(&(a.host, a.identity)).is_some_and(|devices| devices.contains_key(&a.device));
     let mut groups: BTreeMap<(u32, u32), (Group<'_>, bool)> = BTreeMap::new();
     for a in ctx.today.activity.iter().filter(|a| judged(a)) {
-        if eligible.contains_key(&a.device) && !seen.contains(&(a.device, a.identity, a.host)) {
+        if ctx.has_history(a.device) && !seen(a) {
             let (group, unexpected) = groups.entry((a.host, a.identity)).or_default();
             group.add(a, ctx.today.row(a));
             *unexpected |= a.class == ProcessClass::Unexpected;
-        }
-    }
-    // how many devices used each new combination in the window, for the baseline
-    let mut fleet: BTreeMap<(u32, u32), BTreeSet<u32>> = groups.keys().map(|k| (*k, BTreeSet::new())).collect();
-    for a in ctx.history.days.iter().flat_map(|d| &d.activity).filter(|a| judged(a)) {
-        if let Some(devices) = fleet.get_mut(&(a.host, a.identity)) {
-            devices.insert(a.device);
         }
     }
     let names = &ctx.history.names;
@@ -63,7 +51,8 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
             .unwrap_or("")
             .to_string();
         let devices = group.device_list(ctx);
-        let fleet_devices = fleet.get(&(host_id, identity)).map_or(0, BTreeSet::len);
+        // how many devices used the combination in the window, for the baseline
+        let fleet_devices = window.get(&(host_id, identity)).map_or(0, |devices| devices.len());
         let description = format!(
             "{n} device(s) reached {host} through {file} (`{folder}`) for the first time in {days} days of history{kind}; \
              {fleet}.",

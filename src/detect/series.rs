@@ -43,7 +43,7 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
     let days: Vec<String> = history.iter().map(|d| d.day.to_string()).chain([ctx.day.to_string()]).collect();
 
     // The devices reporting today bound every count: a count near all of them varies little.
-    let reporting = ctx.today.devices.values().filter(|d| d.events > 0).count() as f64;
+    let reporting = ctx.today.devices.iter().filter(|(_, d)| d.events > 0).count() as f64;
     let mut findings = Vec::new();
     for action in actions {
         let values: Vec<f64> =

@@ -27,12 +27,10 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::FxHashMap;
-
 use serde_json::{json, Value};
 
 use super::{device_list, Context, Finding, FindingType, Severity};
-use crate::baseline::history::DeviceDay;
+use crate::baseline::history::{DayData, DeviceDay};
 use crate::time::Day;
 
 /// `P(X >= k)` for `X ~ Binomial(n, p)`, summed from the `k` term up (in logs until then, so
@@ -64,11 +62,11 @@ pub fn binomial_tail(n: u64, k: u64, p: f64) -> f64 {
 }
 
 /// One device's days, oldest first: the history days, then today.
-struct Record {
-    days: Vec<DeviceDay>,
+struct Record<'d> {
+    days: &'d [DeviceDay],
 }
 
-impl Record {
+impl Record<'_> {
     fn history(&self) -> &[DeviceDay] {
         &self.days[..self.days.len() - 1]
     }
@@ -85,6 +83,8 @@ impl Record {
 /// What the finding says about one device.
 struct Hit {
     device: u32,
+    /// Its days, oldest first, for the finding's series.
+    days: Vec<DeviceDay>,
     chance: Option<f64>,
     detail: Value,
 }
@@ -92,24 +92,31 @@ struct Hit {
 pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
     let settings = &ctx.settings.detect.silent_device;
     let min_days = ctx.settings.detect.min_device_history_days;
-    if ctx.today.devices.values().all(|d| d.events == 0) {
+    if ctx.today.devices.iter().all(|(_, d)| d.events == 0) {
         return Vec::new();
     }
     let history_days: Vec<Day> = ctx.history.days.iter().map(|d| d.day).collect();
-    let mut records: FxHashMap<u32, Record> = FxHashMap::default();
-    let total = history_days.len() + 1;
-    for (i, data) in ctx.history.days.iter().chain([ctx.today]).enumerate() {
-        for (&device, day) in &data.devices {
-            records.entry(device).or_insert_with(|| Record { days: vec![DeviceDay::default(); total] }).days[i] = *day;
-        }
-    }
+    let window: Vec<&DayData> = ctx.history.days.iter().chain([ctx.today]).collect();
+    // Each day lists its devices sorted by id: one cursor per day, walked side by side, gives
+    // every device its days without a map or an allocation per device.
+    let mut cursors = vec![0_usize; window.len()];
+    let mut days = vec![DeviceDay::default(); window.len()];
 
     let (mut silent, mut stopped, mut failing) = (Vec::new(), Vec::new(), Vec::new());
-    // in DeviceId order, so a finding's details come out the same whatever the interning order
-    let mut order: Vec<(&str, u32)> = records.keys().map(|&d| (ctx.device_id(d), d)).collect();
-    order.sort_unstable();
-    for (_, device) in order {
-        let record = &records[&device];
+    loop {
+        let under =
+            window.iter().zip(&cursors).filter_map(|(data, &at)| data.devices.get(at).map(|(device, _)| *device));
+        let Some(device) = under.min() else { break };
+        for ((data, at), slot) in window.iter().zip(&mut cursors).zip(&mut days) {
+            *slot = match data.devices.get(*at) {
+                Some(&(id, day)) if id == device => {
+                    *at += 1;
+                    day
+                }
+                _ => DeviceDay::default(),
+            };
+        }
+        let record = Record { days: &days };
         let active = record.active();
         if active < min_days {
             continue;
@@ -117,6 +124,7 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
         let history = record.history();
         let today = record.today();
         let last_active = history.iter().rev().find(|d| d.events > 0);
+        let hit = |chance: Option<f64>, detail: Value| Hit { device, days: days.clone(), chance, detail };
 
         // The sensor is gone, the device is not.
         let sensor_days = history.iter().filter(|d| d.sensor_events > 0).count();
@@ -126,11 +134,10 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
             && share >= settings.min_sensor_share
             && last_active.is_some_and(|d| d.sensor_events > 0)
         {
-            silent.push(Hit {
-                device,
-                chance: None,
-                detail: json!({"historyDaysActive": active, "historyDaysWithSensor": sensor_days, "otherEventsToday": today.other_events}),
-            });
+            silent.push(hit(
+                None,
+                json!({"historyDaysActive": active, "historyDaysWithSensor": sensor_days, "otherEventsToday": today.other_events}),
+            ));
         }
 
         // Nothing at all, for long enough to be unlikely.
@@ -142,11 +149,10 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
             let p = (active as f64 + 1.0) / (observed as f64 + 2.0);
             let chance = |s: usize| (1.0 - p).powi(s as i32);
             if chance(streak) <= settings.max_chance && chance(streak - 1) > settings.max_chance {
-                stopped.push(Hit {
-                    device,
-                    chance: Some(chance(streak)),
-                    detail: json!({"silentDays": streak, "historyDaysActive": active, "historyDaysObserved": observed, "chance": chance(streak)}),
-                });
+                stopped.push(hit(
+                    Some(chance(streak)),
+                    json!({"silentDays": streak, "historyDaysActive": active, "historyDaysObserved": observed, "chance": chance(streak)}),
+                ));
             }
         }
 
@@ -159,41 +165,43 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
             let rate = (failed as f64 + 1.0) / (events as f64 + 2.0);
             let chance = binomial_tail(today.events, today.failed, rate);
             if chance <= settings.max_chance {
-                failing.push(Hit {
-                    device,
-                    chance: Some(chance),
-                    detail: json!({"events": today.events, "failedEvents": today.failed, "historyFailedRate": rate, "chance": chance}),
-                });
+                failing.push(hit(
+                    Some(chance),
+                    json!({"events": today.events, "failedEvents": today.failed, "historyFailedRate": rate, "chance": chance}),
+                ));
             }
         }
+    }
+    // in DeviceId order, so a finding's details come out the same whatever the interning order
+    for hits in [&mut silent, &mut stopped, &mut failing] {
+        hits.sort_by(|a, b| ctx.device_id(a.device).cmp(ctx.device_id(b.device)));
     }
 
     let mut findings = Vec::new();
     if !silent.is_empty() {
-        findings.push(finding(ctx, &records, &history_days, FindingType::SilentDevice, "sensor-silent", silent));
+        findings.push(finding(ctx, &history_days, FindingType::SilentDevice, "sensor-silent", silent));
     }
     if !stopped.is_empty() {
-        findings.push(finding(ctx, &records, &history_days, FindingType::SilentDevice, "connections-stopped", stopped));
+        findings.push(finding(ctx, &history_days, FindingType::SilentDevice, "connections-stopped", stopped));
     }
     if !failing.is_empty() {
-        findings.push(finding(ctx, &records, &history_days, FindingType::FailingDevice, "failed-share-jump", failing));
+        findings.push(finding(ctx, &history_days, FindingType::FailingDevice, "failed-share-jump", failing));
     }
     findings
 }
 
 fn finding(
     ctx: &Context<'_>,
-    records: &FxHashMap<u32, Record>,
     history_days: &[Day],
     finding_type: FindingType,
     method: &'static str,
     hits: Vec<Hit>,
 ) -> Finding {
     let settings = &ctx.settings.detect.silent_device;
-    let group: Vec<&Record> = hits.iter().map(|h| &records[&h.device]).collect();
+    let group: Vec<&[DeviceDay]> = hits.iter().map(|h| h.days.as_slice()).collect();
     let days: Vec<String> = history_days.iter().chain([&ctx.day]).map(Day::to_string).collect();
     let sum = |pick: fn(&DeviceDay) -> u64| -> Vec<u64> {
-        (0..days.len()).map(|i| group.iter().map(|r| pick(&r.days[i])).sum()).collect()
+        (0..days.len()).map(|i| group.iter().map(|r| pick(&r[i])).sum()).collect()
     };
     let (events, sensor, failed) = (sum(|d| d.events), sum(|d| d.sensor_events), sum(|d| d.failed));
     let history_mean = |v: &[u64]| {

@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::{daily_devices, device_series, Context, Finding, FindingType, Group, Severity};
-use crate::baseline::history::{device_col, text, Activity, ProcessClass};
+use super::{device_series, distinct_devices, Context, Finding, FindingType, Group, Severity};
+use crate::baseline::history::{device_col, text, Activity, DayData, ProcessClass};
 use crate::hunt::rules::matched_folder_prefix;
 
 fn unexpected(a: &Activity) -> bool {
@@ -36,7 +36,13 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
             *folder = text(&row[device_col::FOLDER_PATH]);
         }
     }
-    let per_day = daily_devices(ctx, |a| unexpected(a).then_some((a.host, a.identity)));
+    let devices_on = |data: &DayData, key: (u32, u32)| {
+        let counts = data
+            .counts
+            .unexpected_process
+            .get_or_init(|| distinct_devices(data, |a| unexpected(a).then_some((a.host, a.identity))));
+        counts.get(&key).copied().unwrap_or(0)
+    };
     let mut findings = Vec::new();
     for ((host_id, identity), (group, folder)) in groups {
         let host = ctx.host(host_id).to_string();
@@ -48,7 +54,7 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
                 && !e.folder_prefixes.is_empty()
                 && matched_folder_prefix(e, &folder).is_none()
         });
-        let (series, baseline) = device_series(ctx, per_day.get(&(host_id, identity)));
+        let (series, baseline) = device_series(ctx, |data| devices_on(data, (host_id, identity)));
         let devices = group.device_list(ctx);
         let seen_before = baseline > 0.0;
         let mut tactics = vec!["CommandAndControl"];

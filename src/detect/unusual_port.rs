@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::{daily_devices, device_series, Context, Finding, FindingType, Group, Severity};
-use crate::baseline::history::{Activity, ProcessClass};
+use super::{device_series, distinct_devices, Context, Finding, FindingType, Group, Severity};
+use crate::baseline::history::{Activity, DayData, ProcessClass};
 
 pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
     let settings = &ctx.settings.detect.unusual_port;
@@ -25,9 +25,15 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
         }
         ports
     };
+    // `allowed` without building the list: this runs on every activity row of the window
+    let serves = |host: u32, port: i32| {
+        settings.allowed_ports.contains(&port)
+            || (settings.plain_http_ports.contains(&port)
+                && settings.plain_http_hosts.iter().any(|h| h == ctx.host(host)))
+    };
     let unusual = |a: &Activity| -> Option<(u32, i32)> {
         let port = a.port?;
-        (a.listed && !allowed(ctx.host(a.host)).contains(&port)).then_some((a.host, port))
+        (a.listed && !serves(a.host, port)).then_some((a.host, port))
     };
     let mut groups: BTreeMap<(u32, i32), (Group<'_>, bool)> = BTreeMap::new();
     for a in &ctx.today.activity {
@@ -37,12 +43,14 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
             *unexpected |= a.class == ProcessClass::Unexpected;
         }
     }
-    let per_day = daily_devices(ctx, unusual);
+    let devices_on = |data: &DayData, key: (u32, i32)| {
+        data.counts.unusual_port.get_or_init(|| distinct_devices(data, unusual)).get(&key).copied().unwrap_or(0)
+    };
     let mut findings = Vec::new();
     for ((host_id, port), (group, unexpected)) in groups {
         let host = ctx.host(host_id).to_string();
         let allowed_ports = allowed(&host);
-        let (series, baseline) = device_series(ctx, per_day.get(&(host_id, port)));
+        let (series, baseline) = device_series(ctx, |data| devices_on(data, (host_id, port)));
         let devices = group.device_list(ctx);
         let process = group.process();
         let description = format!(

@@ -176,8 +176,9 @@ impl Interner {
         &self.names[id as usize]
     }
 
-    /// This interner's id for each of `other`'s ids, interning what is new.
-    fn absorb(&mut self, other: &Interner) -> Vec<u32> {
+    /// This interner's id for each of `other`'s ids, interning what is new (in `other`'s id
+    /// order, so new values get the ids interning them one by one in that order would give).
+    pub fn absorb(&mut self, other: &Interner) -> Vec<u32> {
         other.names.iter().map(|name| self.intern(name)).collect()
     }
 
@@ -414,7 +415,19 @@ where
     map.raw_entry_mut().from_key(probe).or_insert_with(|| (K::from(probe), V::default())).1
 }
 
+/// One entry of [`Partial::activity`].
+pub type ActivityEntry<'p> = (&'p ActivityKey, &'p ActivityAgg);
+
 impl Partial {
+    /// The activity entries of each day.
+    pub fn activity_by_day(&self) -> FxHashMap<Day, Vec<ActivityEntry<'_>>> {
+        let mut days: FxHashMap<Day, Vec<ActivityEntry<'_>>> = FxHashMap::default();
+        for entry in &self.activity {
+            days.entry(entry.0 .0).or_default().push(entry);
+        }
+        days
+    }
+
     /// Merges another partial into this one. Associative and commutative, so rayon may reduce
     /// in any order and the tables come out the same.
     pub fn merge(mut self, mut other: Partial) -> Partial {
@@ -497,9 +510,10 @@ impl Partial {
         let remote_port = batch.column(col::REMOTE_PORT).as_primitive::<Int32Type>();
         let sha1 = text(col::PROCESS_SHA1);
         let scoped = !settings.scope.is_everything();
+        // Per-device activity is the detectors' evidence; without them it costs for nothing.
+        let detecting = settings.detect.enabled;
         let mut identity = String::with_capacity(160);
         let (mut file_lower, mut folder_lower) = (String::new(), String::new());
-        let detect = settings.detect.enabled;
 
         for row in 0..batch.num_rows() {
             let weight = events.map_or(1, |e| e[row]);
@@ -577,7 +591,7 @@ impl Partial {
             };
             let Some(host) = class.host.as_deref() else {
                 // A look-alike: the detectors' evidence only, never a telemetry row.
-                if let Some(lookalike) = class.lookalike.as_deref() {
+                if let Some(lookalike) = class.lookalike.as_deref().filter(|_| detecting) {
                     activity(lookalike, 0, first_exclusion(&settings.exclusions, &fields), self);
                 }
                 continue;
@@ -600,8 +614,7 @@ impl Partial {
             if let Some(rule) = excluded {
                 *self.counts.excluded_by_rule.entry(rule).or_default() += weight;
             }
-            // Per-device activity is the detectors' evidence; without them it costs for nothing.
-            if detect {
+            if detecting {
                 activity(host, class.spelled, excluded, self);
             }
             lowercase_into(&mut file_lower, fields.file_name.unwrap_or(""));

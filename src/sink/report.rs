@@ -16,8 +16,8 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::results::Results;
-use super::tables::{self, DAILY_COLUMNS, FINDINGS_COLUMNS, HOSTS_COLUMNS, PROCESSES_COLUMNS};
-use super::{Cell, SinkError, Table};
+use super::tables::{self, DAILY_COLUMNS, HOSTS_COLUMNS, PROCESSES_COLUMNS};
+use super::{Cell, ColumnType, SinkError, Table};
 use crate::config::Settings;
 use crate::detect::Severity;
 use crate::time::Day;
@@ -108,6 +108,23 @@ struct Data {
     run: Option<Map<String, Value>>,
 }
 
+/// The columns of `MdeTelemetryFindings` the report shows: read alone, so the large JSON ones
+/// (Params, Series, DeviceIds) are neither decoded nor parsed for a report of many findings.
+const SHOWN_FINDING_COLUMNS: &[(&str, ColumnType)] = &[
+    ("Day", ColumnType::Day),
+    ("FindingId", ColumnType::Text),
+    ("FindingType", ColumnType::Text),
+    ("Severity", ColumnType::Text),
+    ("RemoteHost", ColumnType::Text),
+    ("InitiatingProcessFileName", ColumnType::Text),
+    ("InitiatingProcessFolderPath", ColumnType::Text),
+    ("RemotePort", ColumnType::Int),
+    ("DeviceCount", ColumnType::Int),
+    ("DeviceNames", ColumnType::Json),
+    ("Score", ColumnType::Float),
+    ("Description", ColumnType::Text),
+];
+
 fn load(results: &Results) -> Result<Data, SinkError> {
     let stored: BTreeSet<Day> = results.days(tables::DAILY)?.into_iter().collect();
     let latest = stored.iter().next_back().copied();
@@ -128,7 +145,7 @@ fn load(results: &Results) -> Result<Data, SinkError> {
                 values[i] = Some(values[i].unwrap_or(0.0) + cell_f64(&row[connections]).unwrap_or(0.0));
             }
         }
-        if let Some(table) = results.read_day(tables::FINDINGS, FINDINGS_COLUMNS, day)? {
+        if let Some(table) = results.read_day(tables::FINDINGS, SHOWN_FINDING_COLUMNS, day)? {
             let c = |name: &str| column(&table, name);
             for row in &table.rows {
                 let names = match &row[c("DeviceNames")] {
@@ -616,6 +633,13 @@ pub fn render(results: &Results, settings: &Settings) -> Result<String, SinkErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shown_finding_columns_are_findings_columns() {
+        for column in SHOWN_FINDING_COLUMNS {
+            assert!(tables::FINDINGS_COLUMNS.contains(column), "{column:?}");
+        }
+    }
 
     #[test]
     fn escaping_leaves_no_markup_from_data() {

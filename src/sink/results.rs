@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
@@ -25,6 +25,10 @@ pub struct Results {
     pub store: Arc<dyn Store>,
     /// `_staging/<RunId>/` when writes are staged for a commit; `None` writes in place.
     staging: Option<String>,
+    /// The commit records of runs still moving their objects into place, listed once by
+    /// [`Results::pinned`]; `None` lists them on every read (a LIST per call, an HTTP request on
+    /// a container).
+    pending: Option<Arc<Vec<super::commit::CommitRecord>>>,
 }
 
 /// `<table>/day=YYYY-MM-DD/`
@@ -35,13 +39,28 @@ pub fn day_prefix(table: &str, day: Day) -> String {
 impl Results {
     /// Reads committed tables; writes in place (each object whole, days not grouped).
     pub fn new(store: Arc<dyn Store>) -> Results {
-        Results { store, staging: None }
+        Results { store, staging: None, pending: None }
     }
 
     /// The results of one run: every write is staged under the run's id and becomes visible
     /// only when [`super::commit::commit`] publishes the run.
     pub fn for_run(store: Arc<dyn Store>, run_id: &str) -> Results {
-        Results { store, staging: Some(super::commit::staging_prefix(run_id)) }
+        Results { store, staging: Some(super::commit::staging_prefix(run_id)), pending: None }
+    }
+
+    /// The same results with the pending commits listed now, once, for a reader of many days.
+    /// Only while nothing commits meanwhile: under the run's lock, after its recovery and before
+    /// its own commit.
+    pub fn pinned(&self) -> Result<Results, SinkError> {
+        let pending = super::commit::pending(self.store.as_ref())?;
+        Ok(Results { pending: Some(Arc::new(pending)), ..self.clone() })
+    }
+
+    fn pending(&self) -> Result<std::borrow::Cow<'_, [super::commit::CommitRecord]>, SinkError> {
+        Ok(match &self.pending {
+            Some(pending) => std::borrow::Cow::Borrowed(pending.as_slice()),
+            None => std::borrow::Cow::Owned(super::commit::pending(self.store.as_ref())?),
+        })
     }
 
     /// Writes one table for one day, as Parquet and JSON lines.
@@ -87,7 +106,7 @@ impl Results {
         let bytes = match staged {
             Some(bytes) => bytes,
             None => {
-                let pending = super::commit::pending(self.store.as_ref())?;
+                let pending = self.pending()?;
                 let Some(bytes) = super::commit::resolve(self.store.as_ref(), &pending, &path)? else {
                     return Ok(None);
                 };
@@ -100,7 +119,7 @@ impl Results {
     /// The days a table holds (committed, and staged by this run), sorted.
     pub fn days(&self, table: &str) -> Result<Vec<Day>, SinkError> {
         let prefix = format!("{table}/day=");
-        let pending = super::commit::pending(self.store.as_ref())?;
+        let pending = self.pending()?;
         let staged: Vec<String> = match &self.staging {
             Some(staging) => self
                 .store
@@ -142,7 +161,19 @@ fn decode_parquet(
     columns: &'static [(&'static str, ColumnType)],
     bytes: Bytes,
 ) -> Result<Table, String> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()).map_err(|e| e.to_string())?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
+    // Only the columns asked for are decoded: a reader of a few columns (the report's findings)
+    // leaves the large ones (Params, Series) compressed.
+    let fields = builder.schema().fields();
+    let wanted: Vec<usize> =
+        (0..fields.len()).filter(|&i| columns.iter().any(|(name, _)| *name == fields[i].name())).collect();
+    let builder = if wanted.is_empty() || wanted.len() == fields.len() {
+        builder
+    } else {
+        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
+        builder.with_projection(mask)
+    };
+    let reader = builder.build().map_err(|e| e.to_string())?;
     let mut table = Table::new(name, columns);
     for batch in reader {
         let batch = batch.map_err(|e| e.to_string())?;

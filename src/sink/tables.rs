@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::table::{Cell, ColumnType as T, Table};
 use crate::config::Settings;
+use crate::hunt::aggregate::ActivityEntry;
 use crate::hunt::host::MatchMode;
 use crate::hunt::rules::expected_by;
 use crate::hunt::Partial;
@@ -271,8 +272,10 @@ pub fn processes(partial: &Partial, settings: &Settings, day: Day) -> Table {
 
 /// The detectors' per-device table for one day. What depends on the process-on-host identity
 /// alone (the allow-list verdict, whether the host is listed) is worked out once per identity,
-/// and rows are sorted by reference, so a busy day costs little more than its cells.
-pub fn device_hosts(partial: &Partial, settings: &Settings, day: Day) -> Table {
+/// and rows are sorted by reference, so a busy day costs little more than its cells. `activity`
+/// is the day's entries of [`Partial::activity_by_day`]: a run of 30 days splits the activity
+/// once instead of filtering all of it for each day.
+pub fn device_hosts(partial: &Partial, settings: &Settings, day: Day, activity: &[ActivityEntry<'_>]) -> Table {
     use crate::hunt::aggregate::{identity_fields, spelling};
     struct Identity<'p> {
         fields: [&'p str; 5],
@@ -281,7 +284,7 @@ pub fn device_hosts(partial: &Partial, settings: &Settings, day: Day) -> Table {
     }
     let mut identities: rustc_hash::FxHashMap<u32, Identity<'_>> = rustc_hash::FxHashMap::default();
     let mut rows = Vec::new();
-    for ((_, device, identity, port, spelled, excluded), agg) in partial.activity.iter().filter(|(k, _)| k.0 == day) {
+    for &((_, device, identity, port, spelled, excluded), agg) in activity {
         let id = identities.entry(*identity).or_insert_with(|| {
             let fields = identity_fields(partial.identities.name(*identity));
             let [host, file, folder, _, _] = fields;
