@@ -441,9 +441,16 @@ fn execute(
     };
     record.durations_ms.insert("scan", clock.elapsed().as_millis() as u64);
     let (partial, days, mut written) = write(request, store, record, partial, stats)?;
+    // The tables are kept in memory only for Sentinel, which sends them after the commit; on a
+    // large night the findings' alone are gigabytes.
+    let for_sentinel = settings.sentinel.is_some();
+    if !for_sentinel {
+        written = Vec::new();
+    }
     let clock = Instant::now();
     let findings = if settings.detect.enabled {
-        detect_days(store, settings, &days, &record.run_id, &mut written).map_err(RunError::Detect)?
+        let keep = for_sentinel.then_some(&mut written);
+        detect_days(store, settings, &days, &record.run_id, keep).map_err(RunError::Detect)?
     } else {
         Vec::new()
     };
@@ -616,7 +623,7 @@ fn write(
     request: &RunRequest,
     store: &Results,
     record: &mut RunRecord,
-    partial: Partial,
+    mut partial: Partial,
     stats: ScanStats,
 ) -> Result<Written, RunError> {
     let settings = &request.settings;
@@ -670,6 +677,10 @@ fn write(
             Ok(day_tables)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    drop(activity);
+    // The detectors read the device tables back from the store; the activity they were built
+    // from is the bulk of the aggregate on a large night and is not needed again.
+    partial.release_activity();
     record.durations_ms.insert("write", clock.elapsed().as_millis() as u64);
     Ok((partial, days, written.into_iter().flatten().collect()))
 }
@@ -691,13 +702,14 @@ pub fn complete_days(results: &Results) -> Result<BTreeSet<Day>, SinkError> {
 }
 
 /// Runs the detectors on `days` in order, each against the stored days before it (the earlier
-/// days of this run included), and writes each day's findings (also added to `written`).
+/// days of this run included), and writes each day's findings (also added to `written`, when
+/// given).
 pub fn detect_days(
     results: &Results,
     settings: &Settings,
     days: &[Day],
     run_id: &str,
-    written: &mut Vec<Table>,
+    mut written: Option<&mut Vec<Table>>,
 ) -> Result<Vec<Finding>, SinkError> {
     // Nothing commits while the run holds the lock: the pending commits are listed once, not on
     // each of the three reads per day.
@@ -737,16 +749,22 @@ pub fn detect_days(
         }
     }
     // Each day's findings table is its own object: written side by side.
+    let keep = written.is_some();
     let tables = scored
         .par_iter()
-        .map(|(day, findings)| write_findings(results, *day, findings, run_id, settings.detect.max_listed_devices))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|(day, findings)| {
+            let table = write_findings(results, *day, findings, run_id, settings.detect.max_listed_devices)?;
+            Ok(keep.then_some(table))
+        })
+        .collect::<Result<Vec<_>, SinkError>>()?;
     let mut all = Vec::new();
     for ((day, findings), table) in scored.into_iter().zip(tables) {
         if !findings.is_empty() {
             tracing::info!(%day, findings = findings.len(), "Findings.");
         }
-        written.push(table);
+        if let (Some(written), Some(table)) = (written.as_deref_mut(), table) {
+            written.push(table);
+        }
         all.extend(findings);
     }
     Ok(all)

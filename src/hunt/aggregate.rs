@@ -420,6 +420,13 @@ pub type ActivityEntry<'p> = (&'p ActivityKey, &'p ActivityAgg);
 
 impl Partial {
     /// The activity entries of each day.
+    /// Frees the per-device activity and what only it refers to (identities, device names).
+    pub fn release_activity(&mut self) {
+        self.activity = FxHashMap::default();
+        self.identities = Interner::default();
+        self.device_names = FxHashMap::default();
+    }
+
     pub fn activity_by_day(&self) -> FxHashMap<Day, Vec<ActivityEntry<'_>>> {
         let mut days: FxHashMap<Day, Vec<ActivityEntry<'_>>> = FxHashMap::default();
         for entry in &self.activity {
