@@ -28,6 +28,10 @@ pub const REPORT_DAYS: i32 = 30;
 pub const REPORT: &str = "report.html";
 /// Rows of the host and process tables.
 const TOP_ROWS: usize = 25;
+/// Findings listed in the table; the rest (the least severe, lowest scores) are counted under it.
+/// A storm of tens of thousands of findings otherwise makes a page no browser opens, and the
+/// findings table in the store has them all.
+const MAX_FINDING_ROWS: usize = 1000;
 
 /// Draws the report from the store and writes it beside the tables.
 pub fn write(results: &Results, settings: &Settings) -> Result<(), SinkError> {
@@ -374,7 +378,7 @@ fn findings_html(data: &Data, max_names: usize) -> String {
          <col style=\"width:64px\"><col></colgroup><thead><tr><th>Severity</th><th>Day</th><th>Type</th><th>Score</th>\
          <th>Host</th><th>Port</th><th>Process</th><th>Devices</th><th>What</th></tr></thead><tbody>",
     );
-    for f in &data.findings {
+    for f in data.findings.iter().take(MAX_FINDING_ROWS) {
         let names = if f.names.is_empty() {
             String::new()
         } else {
@@ -403,6 +407,12 @@ fn findings_html(data: &Data, max_names: usize) -> String {
         );
     }
     out.push_str("</tbody></table>");
+    if let Some(more) = data.findings.len().checked_sub(MAX_FINDING_ROWS).filter(|&n| n > 0) {
+        let _ = write!(
+            out,
+            r#"<p class="quiet">and {more} more findings in MdeTelemetryFindings (the table lists the first {MAX_FINDING_ROWS} by severity and score)</p>"#
+        );
+    }
     out
 }
 
@@ -639,6 +649,40 @@ mod tests {
         for column in SHOWN_FINDING_COLUMNS {
             assert!(tables::FINDINGS_COLUMNS.contains(column), "{column:?}");
         }
+    }
+
+    #[test]
+    fn a_storm_of_findings_lists_the_first_thousand_and_counts_the_rest() {
+        let row = |i: usize| FindingRow {
+            day: "2026-11-20".into(),
+            severity: Severity::Low,
+            score: Some(1.0),
+            finding_type: "UnusualPort".into(),
+            id: format!("id-{i}"),
+            host: "winatp-gw-weu.microsoft.com".into(),
+            process: "x.exe".into(),
+            port: "8080".into(),
+            devices: "1".into(),
+            description: "d".into(),
+            names: Vec::new(),
+        };
+        let mut data = Data {
+            days: Vec::new(),
+            stored: BTreeSet::new(),
+            series: BTreeMap::new(),
+            findings: (0..MAX_FINDING_ROWS + 3).map(row).collect(),
+            latest: None,
+            hosts: None,
+            processes: None,
+            run: None,
+        };
+        let html = findings_html(&data, 10);
+        assert_eq!(html.matches("<tr class=").count(), MAX_FINDING_ROWS);
+        assert!(html.contains(&format!("id=\"finding-id-{}\"", MAX_FINDING_ROWS - 1)));
+        assert!(!html.contains(&format!("id=\"finding-id-{MAX_FINDING_ROWS}\"")));
+        assert!(html.contains("and 3 more findings in MdeTelemetryFindings"), "{}", &html[html.len() - 300..]);
+        data.findings.truncate(MAX_FINDING_ROWS);
+        assert!(!findings_html(&data, 10).contains("more findings"));
     }
 
     #[test]
