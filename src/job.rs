@@ -440,17 +440,13 @@ fn execute(
         _ => scan_files(request, side.map(|s| &s.azure), &options, record)?,
     };
     record.durations_ms.insert("scan", clock.elapsed().as_millis() as u64);
-    let (partial, days, mut written) = write(request, store, record, partial, stats)?;
+    let (partial, days, written) = write(request, store, record, partial, stats)?;
     // The tables are kept in memory only for Sentinel, which sends them after the commit; on a
     // large night the findings' alone are gigabytes.
-    let for_sentinel = settings.sentinel.is_some();
-    if !for_sentinel {
-        written = Vec::new();
-    }
+    let mut written = settings.sentinel.is_some().then_some(written);
     let clock = Instant::now();
     let findings = if settings.detect.enabled {
-        let keep = for_sentinel.then_some(&mut written);
-        detect_days(store, settings, &days, &record.run_id, keep).map_err(RunError::Detect)?
+        detect_days(store, settings, &days, &record.run_id, written.as_mut()).map_err(RunError::Detect)?
     } else {
         Vec::new()
     };
@@ -464,7 +460,7 @@ fn execute(
         store.put(&complete_marker(day), bytes::Bytes::from(marker.to_string())).map_err(RunError::Detect)?;
     }
     record.durations_ms.insert("detect", clock.elapsed().as_millis() as u64);
-    Ok((partial, days, written, findings))
+    Ok((partial, days, written.unwrap_or_default(), findings))
 }
 
 /// The query API: windows over the run's days, each answer folded into a partial on rayon.

@@ -194,14 +194,6 @@ pub fn drop_bad_ports(named: &mut [(&str, ArrayRef)], micros: &mut Vec<i64>) -> 
         column = cast(&column, value)?;
     }
     let bad: Vec<Option<String>> = match column.data_type() {
-        DataType::Int32 => {
-            let ports = column.as_primitive::<arrow_array::types::Int32Type>();
-            (0..ports.len())
-                .map(|r| {
-                    (ports.is_valid(r) && !(0..=65535).contains(&ports.value(r))).then(|| ports.value(r).to_string())
-                })
-                .collect()
-        }
         t if t.is_numeric() => {
             let values = cast(&column, &DataType::Float64)?;
             let ports = values.as_primitive::<arrow_array::types::Float64Type>();
@@ -229,11 +221,8 @@ pub fn drop_bad_ports(named: &mut [(&str, ArrayRef)], micros: &mut Vec<i64>) -> 
     for (_, array) in named.iter_mut() {
         *array = arrow_select::filter::filter(array.as_ref(), &keep).map_err(|e| e.to_string())?;
     }
-    let mut row = 0;
-    micros.retain(|_| {
-        row += 1;
-        bad[row - 1].is_none()
-    });
+    let mut verdicts = bad.iter();
+    micros.retain(|_| verdicts.next().is_some_and(Option::is_none));
     Ok(bad.into_iter().flatten().collect())
 }
 

@@ -517,13 +517,15 @@ impl ParquetUnit {
             let mut micros = micros;
             let ports =
                 super::canonical::drop_bad_ports(&mut named, &mut micros).map_err(|m| parquet_error(path, m))?;
-            let mut stats = stats.lock().expect("filter done");
-            for port in ports {
-                let sample =
-                    || format!("{} row group {}: RemotePort {port} is not a port", path.display(), self.row_groups[0]);
-                stats.rejects.add(super::canonical::PORT_REJECTED, sample, options.reject_samples);
+            if !ports.is_empty() {
+                let mut stats = stats.lock().expect("filter done");
+                for port in ports {
+                    let sample = || {
+                        format!("{} row group {}: RemotePort {port} is not a port", path.display(), self.row_groups[0])
+                    };
+                    stats.rejects.add(super::canonical::PORT_REJECTED, sample, options.reject_samples);
+                }
             }
-            drop(stats);
             let canonical = from_columns(&named, micros).map_err(|m| parquet_error(path, m))?;
             sink(canonical);
         }
