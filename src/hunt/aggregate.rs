@@ -381,7 +381,7 @@ pub struct Partial {
     pub device_names: FxHashMap<u32, Box<str>>,
     pub counts: HuntCounts,
     /// Scratch: RemoteUrl value → its class (see [`UrlClass`]); not part of the aggregate.
-    url_memo: FxHashMap<Box<str>, UrlClass>,
+    url_memo: GroupMap<Box<str>, UrlClass>,
 }
 
 fn merge_maps<K: std::hash::Hash + Eq, V>(into: &mut GroupMap<K, V>, from: GroupMap<K, V>, merge: impl Fn(&mut V, V)) {
@@ -521,24 +521,29 @@ impl Partial {
         let detecting = settings.detect.enabled;
         let mut identity = String::with_capacity(160);
         let (mut file_lower, mut folder_lower) = (String::new(), String::new());
+        // Out of `self` for the batch, so a row borrows its class while the groups change.
+        let mut memo = std::mem::take(&mut self.url_memo);
 
         for row in 0..batch.num_rows() {
             let weight = events.map_or(1, |e| e[row]);
             self.counts.rows_hunted += weight;
             let url = get(remote_url, row);
-            let class = match url {
-                Some(url) if url.len() <= 512 => match self.url_memo.get(url) {
-                    Some(class) => class.clone(),
-                    None => {
-                        if self.url_memo.len() >= URL_MEMO_LIMIT {
-                            self.url_memo.clear();
-                        }
-                        let class = UrlClass::of(settings, Some(url));
-                        self.url_memo.insert(url.into(), class.clone());
-                        class
+            let unremembered;
+            let class: &UrlClass = match url {
+                Some(url) if url.len() <= 512 => {
+                    if memo.len() >= URL_MEMO_LIMIT {
+                        memo.clear();
                     }
-                },
-                _ => UrlClass::of(settings, url),
+                    let (_, class) = memo
+                        .raw_entry_mut()
+                        .from_key(url)
+                        .or_insert_with(|| (url.into(), UrlClass::of(settings, url.into())));
+                    class
+                }
+                _ => {
+                    unremembered = UrlClass::of(settings, url);
+                    &unremembered
+                }
             };
             if !class.kql_reference && class.host.is_none() && class.lookalike.is_none() {
                 continue;
@@ -630,6 +635,7 @@ impl Partial {
             entry(&mut self.processes, &ProcessProbe(day, host, &file_lower, &folder_lower, company, excluded))
                 .add(device, weight);
         }
+        self.url_memo = memo;
     }
 
     /// An estimate of the memory the device sets and the interned DeviceIds take, for
