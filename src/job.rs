@@ -31,6 +31,7 @@ use crate::sink::lock::{LockError, RunLock};
 use crate::sink::results::{day_prefix, Results};
 use crate::sink::sentinel::{DeliveryError, Ingestion, Outbox, Sentinel};
 use crate::sink::store::{Store, StoreError};
+use crate::sink::summary::FindingsSummary;
 use crate::sink::tables::{self, RunRecord, FINDINGS, FINDINGS_COLUMNS};
 use crate::sink::{commit, Cell, SinkError, Table};
 use crate::source::blob::{BlobReader, Fetched};
@@ -59,8 +60,9 @@ pub struct RunRequest {
 pub struct RunOutcome {
     pub partial: Partial,
     pub days: Vec<Day>,
-    /// The findings of the run's days.
-    pub findings: Vec<Finding>,
+    /// What the run found: the counts and the first findings by severity and score (the
+    /// findings table holds them all).
+    pub findings: FindingsSummary,
     pub record: RunRecord,
     /// Where the results are: a folder or a container URL.
     pub results: String,
@@ -415,7 +417,7 @@ fn finish_record(store: &Results, record: &mut RunRecord, started_at: i64) -> Re
 }
 
 /// The merged aggregate, the days of the run, and every table written (for Sentinel).
-type Executed = (Partial, Vec<Day>, Vec<Table>, Vec<Finding>);
+type Executed = (Partial, Vec<Day>, Vec<Table>, FindingsSummary);
 /// The merged aggregate, the days of the run, and every table written.
 type Written = (Partial, Vec<Day>, Vec<Table>);
 
@@ -448,12 +450,11 @@ fn execute(
     let findings = if settings.detect.enabled {
         detect_days(store, settings, &days, &record.run_id, written.as_mut()).map_err(RunError::Detect)?
     } else {
-        Vec::new()
+        FindingsSummary::default()
     };
-    for finding in &findings {
-        *record.findings_by_severity.entry(finding.severity.as_str().to_string()).or_default() += 1;
-        *record.findings_by_type.entry(finding.finding_type.as_str().to_string()).or_default() += 1;
-    }
+    record.findings_by_severity =
+        findings.by_severity.iter().map(|(severity, &n)| (severity.as_str().to_string(), n as u64)).collect();
+    record.findings_by_type = findings.by_type.iter().map(|(kind, &n)| (kind.as_str().to_string(), n as u64)).collect();
     for &day in &days {
         // No run id: re-running a complete day leaves its marker byte for byte as it was.
         let marker = serde_json::json!({"day": day.to_string(), "version": env!("CARGO_PKG_VERSION")});
@@ -699,14 +700,15 @@ pub fn complete_days(results: &Results) -> Result<BTreeSet<Day>, SinkError> {
 
 /// Runs the detectors on `days` in order, each against the stored days before it (the earlier
 /// days of this run included), and writes each day's findings (also added to `written`, when
-/// given).
+/// given) as soon as the day is scored: a run holds the findings of two days at most, and
+/// returns what the terminal shows of them.
 pub fn detect_days(
     results: &Results,
     settings: &Settings,
     days: &[Day],
     run_id: &str,
     mut written: Option<&mut Vec<Table>>,
-) -> Result<Vec<Finding>, SinkError> {
+) -> Result<FindingsSummary, SinkError> {
     // Nothing commits while the run holds the lock: the pending commits are listed once, not on
     // each of the three reads per day.
     let results = &results.pinned()?;
@@ -719,51 +721,54 @@ pub fn detect_days(
         let Some(&day) = ordered.get(i) else { return Ok(None) };
         Ok(StoredDay::read(results, day)?.map(|stored| DayData::build_alone(stored, settings)))
     };
-    let mut scored: Vec<(Day, Vec<Finding>)> = Vec::new();
+    let for_sentinel = written.is_some();
+    let write_scored = |(day, findings): (Day, Vec<Finding>)| -> Result<_, SinkError> {
+        let table = write_findings(results, day, &findings, run_id, settings.detect.max_listed_devices)?;
+        if !findings.is_empty() {
+            tracing::info!(%day, findings = findings.len(), "Findings.");
+        }
+        Ok((findings, for_sentinel.then_some(table)))
+    };
+    let mut summary = FindingsSummary::default();
+    let mut account = |(findings, table): (Vec<Finding>, Option<Table>)| {
+        if let (Some(written), Some(table)) = (written.as_deref_mut(), table) {
+            written.push(table);
+        }
+        summary.add(findings);
+    };
     let mut next = read(0)?;
     let mut spent = None;
+    let mut scored = None;
     for (i, &day) in ordered.iter().enumerate() {
         history.prepare(results, &stored, day, settings)?;
         // Renumbered after the days `prepare` loaded: the ids a day-by-day load gives.
         let today = next.take().map(|(data, own)| data.adopt(&own, &mut history.names));
-        // The next day is read while the detectors score this one (the days depend on each
-        // other only through the history, which reading does not touch), and the evidence of
-        // the day before is freed meanwhile.
+        // While the detectors score this day, the next one is read and the findings of the day
+        // before are written (the days depend on each other only through the history, which
+        // neither touches), and the evidence of the day before is freed.
         let stale = spent.take();
-        let (findings, following) = rayon::join(
+        let previous = scored.take();
+        let (findings, (following, previous_written)) = rayon::join(
             || today.as_ref().map(|today| detect::run_day(&Context::new(day, settings, today, &history))),
             move || {
                 drop(stale);
-                read(i + 1)
+                rayon::join(|| read(i + 1), || previous.map(write_scored).transpose())
             },
         );
         next = following?;
+        if let Some(previous_written) = previous_written? {
+            account(previous_written);
+        }
         if let (Some(mut today), Some(findings)) = (today, findings) {
             spent = Some(today.take_evidence());
             history.push(today);
-            scored.push((day, findings));
+            scored = Some((day, findings));
         }
     }
-    // Each day's findings table is its own object: written side by side.
-    let keep = written.is_some();
-    let tables = scored
-        .par_iter()
-        .map(|(day, findings)| {
-            let table = write_findings(results, *day, findings, run_id, settings.detect.max_listed_devices)?;
-            Ok(keep.then_some(table))
-        })
-        .collect::<Result<Vec<_>, SinkError>>()?;
-    let mut all = Vec::new();
-    for ((day, findings), table) in scored.into_iter().zip(tables) {
-        if !findings.is_empty() {
-            tracing::info!(%day, findings = findings.len(), "Findings.");
-        }
-        if let (Some(written), Some(table)) = (written.as_deref_mut(), table) {
-            written.push(table);
-        }
-        all.extend(findings);
+    if let Some(last) = scored {
+        account(write_scored(last)?);
     }
-    Ok(all)
+    Ok(summary)
 }
 
 /// Writes a day's findings. A finding that an earlier run already wrote exactly so keeps that
@@ -884,15 +889,15 @@ pub fn backfill(
             days.len(),
             record.stats.rows_scanned,
             record.rows_matched(),
-            run.findings.len(),
+            run.findings.total,
             clock.elapsed().as_secs_f64()
         );
         if progress {
             bar.println(line);
         } else {
-            tracing::info!(%day, rows_scanned = record.stats.rows_scanned, findings = run.findings.len(), "Backfilled {line}.");
+            tracing::info!(%day, rows_scanned = record.stats.rows_scanned, findings = run.findings.total, "Backfilled {line}.");
         }
-        outcome.done.push((day, run.findings.len()));
+        outcome.done.push((day, run.findings.total));
         bar.inc(1);
     }
     bar.finish_and_clear();

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use telemetry_hunt::detect::Severity;
 use telemetry_hunt::hunt::host::MatchMode;
 use telemetry_hunt::sample::{self, scenario, SampleOptions};
 use telemetry_hunt::time::Day;
@@ -139,7 +140,34 @@ fn the_bundled_sample_gives_exactly_the_injected_findings() {
     let mut got: Vec<Summary> = rows.iter().map(summary).collect();
     got.sort();
     assert_eq!(got, injected());
-    assert_eq!(outcome.findings.len(), rows.len());
+    assert_eq!(outcome.findings.total, rows.len());
+
+    // the run keeps their counts and, for the terminal, the first by severity, |score| and day
+    let counted = |column: &str| {
+        rows.iter().fold(BTreeMap::<String, usize>::new(), |mut counts, row| {
+            *counts.entry(row[column].as_str().unwrap().to_string()).or_default() += 1;
+            counts
+        })
+    };
+    let by_severity: BTreeMap<String, usize> =
+        outcome.findings.by_severity.iter().map(|(s, &n)| (s.as_str().to_string(), n)).collect();
+    assert_eq!(by_severity, counted("Severity"));
+    let by_type: BTreeMap<String, usize> =
+        outcome.findings.by_type.iter().map(|(t, &n)| (t.as_str().to_string(), n)).collect();
+    assert_eq!(by_type, counted("FindingType"));
+    let severity = |row: &serde_json::Map<String, Value>| Severity::parse(row["Severity"].as_str().unwrap()).unwrap();
+    let score = |row: &serde_json::Map<String, Value>| row["Score"].as_f64().unwrap_or(0.0).abs();
+    let mut listed: Vec<&serde_json::Map<String, Value>> = rows.iter().collect();
+    listed.sort_by(|a, b| {
+        severity(b)
+            .cmp(&severity(a))
+            .then(score(b).total_cmp(&score(a)))
+            .then(a["Day"].as_str().cmp(&b["Day"].as_str()))
+    });
+    let listed: Vec<&str> = listed.iter().take(12).map(|row| row["FindingId"].as_str().unwrap()).collect();
+    let top: Vec<String> = outcome.findings.top.iter().map(|f| f.id()).collect();
+    assert_eq!(top, listed);
+    assert_eq!(outcome.findings.top[0].severity, Severity::High);
 
     // every column filled as the table promises
     let by_type: BTreeMap<&str, &serde_json::Map<String, Value>> =
@@ -213,6 +241,7 @@ fn rerunning_a_day_gives_byte_identical_findings() {
     let first = run(&[&bundled()], out.path(), MatchMode::Kql);
     let before = findings_files(out.path());
     assert_eq!(before.len(), 2 * 35, "Parquet and JSON lines for each of the 35 days");
+    let first_rows = read_table(out.path(), "MdeTelemetryFindings");
 
     // one day alone, then the whole window again: the same bytes, the first run's RunId kept
     for (from, to) in [(scenario::FAILING_DAY, scenario::FAILING_DAY), (0, 34)] {
@@ -223,14 +252,9 @@ fn rerunning_a_day_gives_byte_identical_findings() {
         let after = findings_files(out.path());
         let changed: Vec<&String> = before.keys().filter(|k| before.get(*k) != after.get(*k)).collect();
         assert!(changed.is_empty() && after.len() == before.len(), "days {from}..={to} changed {changed:?}");
-        let ids = |findings: &[telemetry_hunt::detect::Finding]| findings.iter().map(|f| f.id()).collect::<Vec<_>>();
-        let expected: Vec<String> = ids(&first.findings)
-            .into_iter()
-            .zip(&first.findings)
-            .filter(|(_, f)| (Day::parse(&day(from)).unwrap()..=Day::parse(&day(to)).unwrap()).contains(&f.day))
-            .map(|(id, _)| id)
-            .collect();
-        assert_eq!(ids(&rerun.findings), expected);
+        let window = Day::parse(&day(from)).unwrap()..=Day::parse(&day(to)).unwrap();
+        let expected = first_rows.iter().filter(|r| window.contains(&Day::parse(r["Day"].as_str().unwrap()).unwrap()));
+        assert_eq!(rerun.findings.total, expected.count());
     }
     let rows = read_table(out.path(), "MdeTelemetryFindings");
     assert!(rows.iter().all(|r| r["RunId"] == first.record.run_id.as_str()));
@@ -303,7 +327,7 @@ fn data_in_the_report_is_escaped() {
     let out = dir.path().join("out");
     let outcome = run(&[&input], &out, MatchMode::Kql);
     assert!(
-        outcome.findings.iter().any(|f| f.finding_type == telemetry_hunt::detect::FindingType::LookalikeHost),
+        outcome.findings.by_type.contains_key(&telemetry_hunt::detect::FindingType::LookalikeHost),
         "{:#?}",
         outcome.findings
     );
