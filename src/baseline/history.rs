@@ -43,7 +43,7 @@ pub struct Activity {
     pub spelling: Option<u32>,
     pub events: u64,
     pub failed: u64,
-    /// The row in the day's table, for the evidence fields.
+    /// The row in the day's table, for its process columns (see [`Evidence`]).
     pub row: usize,
 }
 
@@ -69,10 +69,42 @@ pub struct DayData {
     /// What the detectors count per day, worked out the first time and kept while the day is in
     /// the window (each day is counted once per run, not once per day it serves).
     pub counts: crate::detect::DayCounts,
-    /// The day's `MdeTelemetryDeviceHosts` rows and each device's name; kept for the day being
-    /// scored, dropped from history.
-    pub evidence: Option<Table>,
+    /// The process columns of the day's `MdeTelemetryDeviceHosts` rows, and each device's
+    /// name; kept for the day being scored, dropped from history.
+    pub evidence: Option<Evidence>,
     pub device_names: FxHashMap<u32, String>,
+}
+
+/// File name, folder, SHA1 and company of a row's initiating process.
+pub type ProcessFields<'a> = (&'a str, &'a str, &'a str, &'a str);
+
+/// Of each row of a day's device table, what the findings take from it beyond its
+/// [`Activity`]: the process columns, interned. The rows as read are ten times the size (a cell
+/// and a string per column) and were held for the day being scored, for the day read meanwhile
+/// and for the day before until it was freed; a device's processes repeat on every host it
+/// reaches, so few strings are distinct.
+#[derive(Debug, Default, Clone)]
+pub struct Evidence {
+    strings: Interner,
+    rows: Vec<[u32; 4]>,
+}
+
+impl Evidence {
+    fn with_capacity(rows: usize) -> Evidence {
+        Evidence { strings: Interner::default(), rows: Vec::with_capacity(rows) }
+    }
+
+    fn push(&mut self, row: &[Cell]) {
+        use device_col as c;
+        let fields = [c::FILE_NAME, c::FOLDER_PATH, c::SHA1, c::COMPANY].map(|at| self.strings.intern(text(&row[at])));
+        self.rows.push(fields);
+    }
+
+    /// The process columns of row `row`.
+    pub fn process(&self, row: usize) -> Option<ProcessFields<'_>> {
+        let [file, folder, sha1, company] = self.rows.get(row)?.map(|id| self.strings.name(id));
+        Some((file, folder, sha1, company))
+    }
 }
 
 /// Interned strings shared by every day of a run.
@@ -268,6 +300,7 @@ impl DayData {
         let mut devices: FxHashMap<u32, DeviceDay> = FxHashMap::default();
         let mut identity_text = String::new();
         let mut device_names: FxHashMap<u32, String> = FxHashMap::default();
+        let mut kept = Evidence::with_capacity(evidence.rows.len());
         for (row_index, row) in evidence.rows.iter().enumerate() {
             use device_col as c;
             let (host, file, folder) =
@@ -313,18 +346,11 @@ impl DayData {
                 }
             }
             activity.push(entry);
+            kept.push(row);
         }
         let mut devices: Vec<(u32, DeviceDay)> = devices.into_iter().collect();
         devices.sort_unstable_by_key(|(device, _)| *device);
-        DayData {
-            day,
-            connections,
-            activity,
-            devices,
-            counts: Default::default(),
-            evidence: Some(evidence),
-            device_names,
-        }
+        DayData { day, connections, activity, devices, counts: Default::default(), evidence: Some(kept), device_names }
     }
 
     /// A day built with names of its own (on any thread), for [`DayData::adopt`].
@@ -357,7 +383,7 @@ impl DayData {
     }
 
     /// What only the day being scored needs, taken out so it can be dropped elsewhere.
-    pub fn take_evidence(&mut self) -> (Option<Table>, FxHashMap<u32, String>) {
+    pub fn take_evidence(&mut self) -> (Option<Evidence>, FxHashMap<u32, String>) {
         (self.evidence.take(), std::mem::take(&mut self.device_names))
     }
 
@@ -367,9 +393,9 @@ impl DayData {
         self.device_names = FxHashMap::default();
     }
 
-    /// The evidence row of an activity entry.
-    pub fn row(&self, activity: &Activity) -> Option<&[Cell]> {
-        self.evidence.as_ref().and_then(|t| t.rows.get(activity.row)).map(Vec::as_slice)
+    /// The process columns of an activity entry's row.
+    pub fn process(&self, activity: &Activity) -> Option<ProcessFields<'_>> {
+        self.evidence.as_ref().and_then(|e| e.process(activity.row))
     }
 }
 

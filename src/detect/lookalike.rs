@@ -55,7 +55,7 @@ fn lookalike_hosts(ctx: &Context<'_>) -> Vec<Finding> {
     let Some(lookalikes) = ctx.settings.hosts.lookalikes() else { return Vec::new() };
     let mut groups: BTreeMap<u32, Group<'_>> = BTreeMap::new();
     for a in ctx.today.activity.iter().filter(|a| !a.listed) {
-        groups.entry(a.host).or_default().add(a, ctx.today.row(a));
+        groups.entry(a.host).or_default().add(a, ctx.today.process(a));
     }
     let devices_on = |data: &DayData, host: u32| {
         let counts = data.counts.lookalike.get_or_init(|| distinct_devices(data, |a| (!a.listed).then_some(a.host)));
@@ -134,7 +134,7 @@ fn new_spellings(ctx: &Context<'_>) -> Vec<Finding> {
             continue;
         }
         let (group, spellings, unexpected) = groups.entry(a.host).or_default();
-        group.add(a, ctx.today.row(a));
+        group.add(a, ctx.today.process(a));
         *spellings.entry(spelling).or_default() += a.events;
         *unexpected |= a.class == ProcessClass::Unexpected;
     }

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use rustc_hash::FxHashMap;
 use serde_json::{json, Value};
 
-use crate::baseline::history::{device_col, text, Activity, DayData, History};
+use crate::baseline::history::{Activity, DayData, History, ProcessFields};
 use crate::config::Settings;
 use crate::sink::results::{day_prefix, PART};
 use crate::sink::Cell;
@@ -258,21 +258,18 @@ pub struct Group<'d> {
     pub events: u64,
     pub failed: u64,
     /// Events per (file, folder, SHA1, company) and per port, to name the most frequent.
-    processes: BTreeMap<(&'d str, &'d str, &'d str, &'d str), u64>,
+    processes: BTreeMap<ProcessFields<'d>, u64>,
     ports: BTreeMap<Option<i32>, u64>,
 }
 
 impl<'d> Group<'d> {
-    pub fn add(&mut self, activity: &Activity, row: Option<&'d [Cell]>) {
+    pub fn add(&mut self, activity: &Activity, process: Option<ProcessFields<'d>>) {
         self.devices.insert(activity.device);
         self.events += activity.events;
         self.failed += activity.failed;
         *self.ports.entry(activity.port).or_default() += activity.events;
-        if let Some(row) = row {
-            use device_col as c;
-            let key =
-                (text(&row[c::FILE_NAME]), text(&row[c::FOLDER_PATH]), text(&row[c::SHA1]), text(&row[c::COMPANY]));
-            *self.processes.entry(key).or_default() += activity.events;
+        if let Some(process) = process {
+            *self.processes.entry(process).or_default() += activity.events;
         }
     }
 

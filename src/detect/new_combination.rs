@@ -34,7 +34,7 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
     for a in ctx.today.activity.iter().filter(|a| judged(a)) {
         if ctx.has_history(a.device) && !seen(a) {
             let (group, unexpected) = groups.entry((a.host, a.identity)).or_default();
-            group.add(a, ctx.today.row(a));
+            group.add(a, ctx.today.process(a));
             *unexpected |= a.class == ProcessClass::Unexpected;
         }
     }

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::{device_series, distinct_devices, Context, Finding, FindingType, Group, Severity};
-use crate::baseline::history::{device_col, text, Activity, DayData, ProcessClass};
+use crate::baseline::history::{Activity, DayData, ProcessClass};
 use crate::hunt::rules::matched_folder_prefix;
 
 fn unexpected(a: &Activity) -> bool {
@@ -29,11 +29,11 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
     // per (host, identity): the rows, and the folder as the identity knows it
     let mut groups: BTreeMap<(u32, u32), (Group<'_>, &str)> = BTreeMap::new();
     for a in ctx.today.activity.iter().filter(|a| unexpected(a)) {
-        let row = ctx.today.row(a);
+        let process = ctx.today.process(a);
         let (group, folder) = groups.entry((a.host, a.identity)).or_default();
-        group.add(a, row);
-        if let Some(row) = row {
-            *folder = text(&row[device_col::FOLDER_PATH]);
+        group.add(a, process);
+        if let Some((_, process_folder, _, _)) = process {
+            *folder = process_folder;
         }
     }
     let devices_on = |data: &DayData, key: (u32, u32)| {

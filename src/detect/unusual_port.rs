@@ -39,7 +39,7 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
     for a in &ctx.today.activity {
         if let Some(key) = unusual(a) {
             let (group, unexpected) = groups.entry(key).or_default();
-            group.add(a, ctx.today.row(a));
+            group.add(a, ctx.today.process(a));
             *unexpected |= a.class == ProcessClass::Unexpected;
         }
     }
