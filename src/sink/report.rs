@@ -100,12 +100,50 @@ struct FindingRow {
     names: Vec<String>,
 }
 
+/// The findings of the report's days as the page shows them: the first [`MAX_FINDING_ROWS`] by
+/// severity and score, and what all of them count to. Each day's rows are ranked with those
+/// kept so far as they are read: the rows of a storm of findings held together are gigabytes.
+#[derive(Default)]
+struct Findings {
+    listed: Vec<FindingRow>,
+    total: usize,
+    by_severity: BTreeMap<Severity, usize>,
+    /// The worst severity of each day with findings, for the chart's ticks.
+    worst: BTreeMap<String, Severity>,
+}
+
+impl Findings {
+    fn add(&mut self, rows: impl IntoIterator<Item = FindingRow>) {
+        for f in rows {
+            self.total += 1;
+            *self.by_severity.entry(f.severity).or_default() += 1;
+            let worst = self.worst.entry(f.day.clone()).or_insert(f.severity);
+            *worst = (*worst).max(f.severity);
+            self.listed.push(f);
+        }
+        // A stable sort of the rows kept and those that came lists what sorting every row would
+        // have listed first: a row that did not make the first rows before cannot make them now.
+        self.listed.sort_by(listed_order);
+        self.listed.truncate(MAX_FINDING_ROWS);
+    }
+}
+
+/// A drop's score is negative: its size is what ranks it.
+fn listed_order(a: &FindingRow, b: &FindingRow) -> std::cmp::Ordering {
+    b.severity
+        .cmp(&a.severity)
+        .then(b.score.unwrap_or(0.0).abs().total_cmp(&a.score.unwrap_or(0.0).abs()))
+        .then(b.day.cmp(&a.day))
+        .then(a.finding_type.cmp(&b.finding_type))
+        .then(a.id.cmp(&b.id))
+}
+
 /// Everything the page shows, read from the store.
 struct Data {
     days: Vec<Day>,
     stored: BTreeSet<Day>,
     series: BTreeMap<String, Vec<Option<f64>>>,
-    findings: Vec<FindingRow>,
+    findings: Findings,
     latest: Option<Day>,
     hosts: Option<Table>,
     processes: Option<Table>,
@@ -137,7 +175,7 @@ fn load(results: &Results) -> Result<Data, SinkError> {
         None => Vec::new(),
     };
     let mut series: BTreeMap<String, Vec<Option<f64>>> = BTreeMap::new();
-    let mut findings = Vec::new();
+    let mut findings = Findings::default();
     for (i, &day) in days.iter().enumerate() {
         if !stored.contains(&day) {
             continue;
@@ -151,7 +189,7 @@ fn load(results: &Results) -> Result<Data, SinkError> {
         }
         if let Some(table) = results.read_day(tables::FINDINGS, SHOWN_FINDING_COLUMNS, day)? {
             let c = |name: &str| column(&table, name);
-            for row in &table.rows {
+            findings.add(table.rows.iter().map(|row| {
                 let names = match &row[c("DeviceNames")] {
                     Cell::Json(Value::Array(items)) => {
                         items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
@@ -160,7 +198,7 @@ fn load(results: &Results) -> Result<Data, SinkError> {
                 };
                 let file = cell_text(&row[c("InitiatingProcessFileName")]);
                 let folder = cell_text(&row[c("InitiatingProcessFolderPath")]);
-                findings.push(FindingRow {
+                FindingRow {
                     day: cell_text(&row[c("Day")]),
                     severity: Severity::parse(&cell_text(&row[c("Severity")])).unwrap_or(Severity::Informational),
                     score: cell_f64(&row[c("Score")]),
@@ -172,8 +210,8 @@ fn load(results: &Results) -> Result<Data, SinkError> {
                     devices: cell_text(&row[c("DeviceCount")]),
                     description: cell_text(&row[c("Description")]),
                     names,
-                });
-            }
+                }
+            }));
         }
     }
     // every stored day of the window has a value for every ActionType (0 when it had none)
@@ -184,15 +222,6 @@ fn load(results: &Results) -> Result<Data, SinkError> {
             }
         }
     }
-    // a drop's score is negative: its size is what ranks it
-    findings.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then(b.score.unwrap_or(0.0).abs().total_cmp(&a.score.unwrap_or(0.0).abs()))
-            .then(b.day.cmp(&a.day))
-            .then(a.finding_type.cmp(&b.finding_type))
-            .then(a.id.cmp(&b.id))
-    });
     let (hosts, processes) = match latest {
         Some(day) => (
             results.read_day(tables::HOSTS, HOSTS_COLUMNS, day)?,
@@ -281,13 +310,8 @@ fn chart(data: &Data) -> String {
         );
     }
     // days with findings: a tick under the axis, coloured by the worst severity
-    let mut worst: BTreeMap<String, Severity> = BTreeMap::new();
-    for f in &data.findings {
-        let w = worst.entry(f.day.clone()).or_insert(f.severity);
-        *w = (*w).max(f.severity);
-    }
     for (i, day) in data.days.iter().enumerate() {
-        if let Some(severity) = worst.get(&day.to_string()) {
+        if let Some(severity) = data.findings.worst.get(&day.to_string()) {
             let _ = write!(
                 svg,
                 r##"<line x1="{px:.1}" x2="{px:.1}" y1="{top}" y2="{bottom_y}" class="finding-day {class}"><title>findings on {day}</title></line>"##,
@@ -369,7 +393,7 @@ fn table_html(headers: &[&str], cell_classes: &[&str], rows: &[Vec<String>], cla
 }
 
 fn findings_html(data: &Data, max_names: usize) -> String {
-    if data.findings.is_empty() {
+    if data.findings.total == 0 {
         return r#"<p class="quiet">No findings in these days: every detector stayed quiet.</p>"#.into();
     }
     let mut out = String::from(
@@ -378,7 +402,7 @@ fn findings_html(data: &Data, max_names: usize) -> String {
          <col style=\"width:64px\"><col></colgroup><thead><tr><th>Severity</th><th>Day</th><th>Type</th><th>Score</th>\
          <th>Host</th><th>Port</th><th>Process</th><th>Devices</th><th>What</th></tr></thead><tbody>",
     );
-    for f in data.findings.iter().take(MAX_FINDING_ROWS) {
+    for f in &data.findings.listed {
         let names = if f.names.is_empty() {
             String::new()
         } else {
@@ -407,7 +431,7 @@ fn findings_html(data: &Data, max_names: usize) -> String {
         );
     }
     out.push_str("</tbody></table>");
-    if let Some(more) = data.findings.len().checked_sub(MAX_FINDING_ROWS).filter(|&n| n > 0) {
+    if let Some(more) = data.findings.total.checked_sub(MAX_FINDING_ROWS).filter(|&n| n > 0) {
         let _ = write!(
             out,
             r#"<p class="quiet">and {more} more findings in MdeTelemetryFindings (the table lists the first {MAX_FINDING_ROWS} by severity and score)</p>"#
@@ -579,16 +603,12 @@ pub fn render(results: &Results, settings: &Settings) -> Result<String, SinkErro
     let _ =
         write!(html, r#"<p class="sub">{} · results in {}</p>"#, escape(&window), escape(&results.store.location()));
 
-    let mut by_severity: BTreeMap<Severity, usize> = BTreeMap::new();
-    for f in &data.findings {
-        *by_severity.entry(f.severity).or_default() += 1;
-    }
     html.push_str(r#"<div class="tiles">"#);
     for severity in [Severity::High, Severity::Medium, Severity::Low, Severity::Informational] {
         let _ = write!(
             html,
             r#"<div class="tile"><b>{}</b><span>{} findings</span></div>"#,
-            by_severity.get(&severity).copied().unwrap_or(0),
+            data.findings.by_severity.get(&severity).copied().unwrap_or(0),
             severity.as_str()
         );
     }
@@ -620,7 +640,7 @@ pub fn render(results: &Results, settings: &Settings) -> Result<String, SinkErro
         html.push_str(&chart(&data));
     }
 
-    let _ = write!(html, "<h2 id=\"findings\">Findings ({}), by severity and score</h2>", data.findings.len());
+    let _ = write!(html, "<h2 id=\"findings\">Findings ({}), by severity and score</h2>", data.findings.total);
     html.push_str(&findings_html(&data, settings.detect.max_listed_devices.min(10)));
 
     if let Some(day) = data.latest {
@@ -658,7 +678,7 @@ mod tests {
             severity: Severity::Low,
             score: Some(1.0),
             finding_type: "UnusualPort".into(),
-            id: format!("id-{i}"),
+            id: format!("id-{i:04}"),
             host: "winatp-gw-weu.microsoft.com".into(),
             process: "x.exe".into(),
             port: "8080".into(),
@@ -666,11 +686,15 @@ mod tests {
             description: "d".into(),
             names: Vec::new(),
         };
+        // a day of the rows ranked last, then a day of those ranked first
+        let mut findings = Findings::default();
+        findings.add((3..MAX_FINDING_ROWS + 3).rev().map(row));
+        findings.add((0..3).map(row));
         let mut data = Data {
             days: Vec::new(),
             stored: BTreeSet::new(),
             series: BTreeMap::new(),
-            findings: (0..MAX_FINDING_ROWS + 3).map(row).collect(),
+            findings,
             latest: None,
             hosts: None,
             processes: None,
@@ -678,10 +702,13 @@ mod tests {
         };
         let html = findings_html(&data, 10);
         assert_eq!(html.matches("<tr class=").count(), MAX_FINDING_ROWS);
-        assert!(html.contains(&format!("id=\"finding-id-{}\"", MAX_FINDING_ROWS - 1)));
-        assert!(!html.contains(&format!("id=\"finding-id-{MAX_FINDING_ROWS}\"")));
+        let first = html.find("id=\"finding-id-0000\"").expect("the first row");
+        assert!(first < html.find("id=\"finding-id-0003\"").unwrap());
+        assert!(html.contains(&format!("id=\"finding-id-{:04}\"", MAX_FINDING_ROWS - 1)));
+        assert!(!html.contains(&format!("id=\"finding-id-{MAX_FINDING_ROWS:04}\"")));
         assert!(html.contains("and 3 more findings in MdeTelemetryFindings"), "{}", &html[html.len() - 300..]);
-        data.findings.truncate(MAX_FINDING_ROWS);
+        assert_eq!(data.findings.by_severity, BTreeMap::from([(Severity::Low, MAX_FINDING_ROWS + 3)]));
+        data.findings.total = MAX_FINDING_ROWS;
         assert!(!findings_html(&data, 10).contains("more findings"));
     }
 
