@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use crate::azure::http::{AzureClient, HttpError};
 use crate::azure::storage::ConnectError;
 use crate::azure::{Azure, IdentityKind};
-use crate::baseline::history::{DayData, History, StoredDay};
+use crate::baseline::history::{DayData, History};
 use crate::config::Settings;
 use crate::detect::{self, Context, Finding};
 use crate::hunt::Partial;
@@ -719,7 +719,7 @@ pub fn detect_days(
     // A day is read, decoded and built with names of its own, on any thread.
     let read = |i: usize| -> Result<_, SinkError> {
         let Some(&day) = ordered.get(i) else { return Ok(None) };
-        Ok(StoredDay::read(results, day)?.map(|stored| DayData::build_alone(stored, settings)))
+        DayData::load_alone(results, day, settings)
     };
     let for_sentinel = written.is_some();
     let write_scored = |(day, findings): (Day, Vec<Finding>)| -> Result<_, SinkError> {

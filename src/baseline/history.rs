@@ -14,7 +14,7 @@ use crate::hunt::aggregate::Interner;
 use crate::hunt::rules::{expected_by, matched_folder_prefix};
 use crate::sink::results::Results;
 use crate::sink::tables::{self, DAILY_COLUMNS, DEVICE_HOSTS_COLUMNS};
-use crate::sink::{Cell, SinkError, Table};
+use crate::sink::{Cell, SinkError};
 use crate::time::Day;
 
 /// How the allow list and the exclusion rules saw a process.
@@ -80,9 +80,9 @@ pub type ProcessFields<'a> = (&'a str, &'a str, &'a str, &'a str);
 
 /// Of each row of a day's device table, what the findings take from it beyond its
 /// [`Activity`]: the process columns, interned. The rows as read are ten times the size (a cell
-/// and a string per column) and were held for the day being scored, for the day read meanwhile
-/// and for the day before until it was freed; a device's processes repeat on every host it
-/// reaches, so few strings are distinct.
+/// and a string per column), and holding them for the day being scored, the day read meanwhile
+/// and the day before was most of what the detectors held; a device's processes repeat on every
+/// host it reaches, so few strings are distinct.
 #[derive(Debug, Default, Clone)]
 pub struct Evidence {
     strings: Interner,
@@ -90,10 +90,6 @@ pub struct Evidence {
 }
 
 impl Evidence {
-    fn with_capacity(rows: usize) -> Evidence {
-        Evidence { strings: Interner::default(), rows: Vec::with_capacity(rows) }
-    }
-
     fn push(&mut self, row: &[Cell]) {
         use device_col as c;
         let fields = [c::FILE_NAME, c::FOLDER_PATH, c::SHA1, c::COMPANY].map(|at| self.strings.intern(text(&row[at])));
@@ -254,40 +250,17 @@ fn count(cell: &Cell) -> u64 {
     int(cell).map_or(0, |v| v.max(0) as u64)
 }
 
-/// One day's tables as stored, before anything is interned: what can be read while the
-/// detectors score the day before.
-pub struct StoredDay {
-    pub day: Day,
-    pub daily: Table,
-    pub evidence: Table,
-}
-
-impl StoredDay {
-    /// `None` when the day was never hunted.
-    pub fn read(results: &Results, day: Day) -> Result<Option<StoredDay>, SinkError> {
-        let Some(daily) = results.read_day(tables::DAILY, DAILY_COLUMNS, day)? else { return Ok(None) };
-        // A day hunted by a version without the device table has no device history.
-        let evidence = results
-            .read_day(tables::DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS, day)?
-            .unwrap_or_else(|| Table::new(tables::DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS));
-        Ok(Some(StoredDay { day, daily, evidence }))
-    }
-}
-
 impl DayData {
-    /// Reads one day from the store; `None` when the day was never hunted.
+    /// Reads one day from the store, its strings interned in `names`; `None` when the day was
+    /// never hunted. The device table is taken a batch of rows at a time: its rows as read are
+    /// ten times the size of what the day keeps of them.
     pub fn load(
         results: &Results,
         day: Day,
         settings: &Settings,
         names: &mut Names,
     ) -> Result<Option<DayData>, SinkError> {
-        Ok(StoredDay::read(results, day)?.map(|stored| DayData::build(stored, settings, names)))
-    }
-
-    /// A day from its stored tables, its strings interned in `names`.
-    pub fn build(stored: StoredDay, settings: &Settings, names: &mut Names) -> DayData {
-        let StoredDay { day, daily, evidence } = stored;
+        let Some(daily) = results.read_day(tables::DAILY, DAILY_COLUMNS, day)? else { return Ok(None) };
         let connections = daily.rows.iter().map(|row| (text(&row[1]).to_string(), count(&row[2]) as f64)).fold(
             BTreeMap::new(),
             |mut map, (action, n)| {
@@ -296,72 +269,78 @@ impl DayData {
             },
         );
         let sensors = &settings.detect.silent_device.sensor_processes;
-        let mut activity = Vec::with_capacity(evidence.rows.len());
+        let mut activity = Vec::new();
         let mut devices: FxHashMap<u32, DeviceDay> = FxHashMap::default();
         let mut identity_text = String::new();
         let mut device_names: FxHashMap<u32, String> = FxHashMap::default();
-        let mut kept = Evidence::with_capacity(evidence.rows.len());
-        for (row_index, row) in evidence.rows.iter().enumerate() {
-            use device_col as c;
-            let (host, file, folder) =
-                (text(&row[c::REMOTE_HOST]), text(&row[c::FILE_NAME]), text(&row[c::FOLDER_PATH]));
-            let expected = text(&row[c::EXPECTED_BY]);
-            let class = if expected.starts_with("allow-list:") {
-                ProcessClass::Expected
-            } else if expected.starts_with("exclusion:") {
-                ProcessClass::Excluded
-            } else {
-                ProcessClass::Unexpected
-            };
-            let folder_key = identity_folder(settings, file, folder, host);
-            identity_text.clear();
-            {
-                use std::fmt::Write as _;
-                let _ = write!(identity_text, "{}:{file}{folder_key}", file.len());
-            }
-            let identity = names.identities.intern(&identity_text);
-            let spelled = text(&row[c::SPELLING]);
-            let entry = Activity {
-                device: names.devices.intern(text(&row[c::DEVICE_ID])),
-                host: names.hosts.intern(host),
-                identity,
-                port: int(&row[c::REMOTE_PORT]).and_then(|p| i32::try_from(p).ok()),
-                listed: !matches!(row[c::LISTED], Cell::Bool(false)),
-                class,
-                sensor: class == ProcessClass::Expected && sensors.iter().any(|s| s.eq_ignore_ascii_case(file)),
-                spelling: (!spelled.is_empty()).then(|| names.spellings.intern(spelled)),
-                events: count(&row[c::EVENTS]),
-                failed: count(&row[c::FAILED_EVENTS]),
-                row: row_index,
-            };
-            device_names.entry(entry.device).or_insert_with(|| text(&row[c::DEVICE_NAME]).to_string());
-            if entry.listed {
-                let device = devices.entry(entry.device).or_default();
-                device.events += entry.events;
-                device.failed += entry.failed;
-                if entry.sensor {
-                    device.sensor_events += entry.events;
+        let mut evidence = Evidence::default();
+        // A day hunted by a version without the device table has no device history.
+        results.read_day_batches(tables::DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS, day, |batch| {
+            for row in &batch.rows {
+                use device_col as c;
+                let (host, file, folder) =
+                    (text(&row[c::REMOTE_HOST]), text(&row[c::FILE_NAME]), text(&row[c::FOLDER_PATH]));
+                let expected = text(&row[c::EXPECTED_BY]);
+                let class = if expected.starts_with("allow-list:") {
+                    ProcessClass::Expected
+                } else if expected.starts_with("exclusion:") {
+                    ProcessClass::Excluded
                 } else {
-                    device.other_events += entry.events;
+                    ProcessClass::Unexpected
+                };
+                let folder_key = identity_folder(settings, file, folder, host);
+                identity_text.clear();
+                {
+                    use std::fmt::Write as _;
+                    let _ = write!(identity_text, "{}:{file}{folder_key}", file.len());
                 }
+                let identity = names.identities.intern(&identity_text);
+                let spelled = text(&row[c::SPELLING]);
+                let entry = Activity {
+                    device: names.devices.intern(text(&row[c::DEVICE_ID])),
+                    host: names.hosts.intern(host),
+                    identity,
+                    port: int(&row[c::REMOTE_PORT]).and_then(|p| i32::try_from(p).ok()),
+                    listed: !matches!(row[c::LISTED], Cell::Bool(false)),
+                    class,
+                    sensor: class == ProcessClass::Expected && sensors.iter().any(|s| s.eq_ignore_ascii_case(file)),
+                    spelling: (!spelled.is_empty()).then(|| names.spellings.intern(spelled)),
+                    events: count(&row[c::EVENTS]),
+                    failed: count(&row[c::FAILED_EVENTS]),
+                    row: activity.len(),
+                };
+                device_names.entry(entry.device).or_insert_with(|| text(&row[c::DEVICE_NAME]).to_string());
+                if entry.listed {
+                    let device = devices.entry(entry.device).or_default();
+                    device.events += entry.events;
+                    device.failed += entry.failed;
+                    if entry.sensor {
+                        device.sensor_events += entry.events;
+                    } else {
+                        device.other_events += entry.events;
+                    }
+                }
+                activity.push(entry);
+                evidence.push(row);
             }
-            activity.push(entry);
-            kept.push(row);
-        }
+        })?;
+        // The activity stays while the day is in the window, without the room it grew into.
+        activity.shrink_to_fit();
+        evidence.rows.shrink_to_fit();
         let mut devices: Vec<(u32, DeviceDay)> = devices.into_iter().collect();
         devices.sort_unstable_by_key(|(device, _)| *device);
-        DayData { day, connections, activity, devices, counts: Default::default(), evidence: Some(kept), device_names }
+        let counts = Default::default();
+        Ok(Some(DayData { day, connections, activity, devices, counts, evidence: Some(evidence), device_names }))
     }
 
-    /// A day built with names of its own (on any thread), for [`DayData::adopt`].
-    pub fn build_alone(stored: StoredDay, settings: &Settings) -> (DayData, Names) {
+    /// A day read with names of its own (on any thread), for [`DayData::adopt`].
+    pub fn load_alone(results: &Results, day: Day, settings: &Settings) -> Result<Option<(DayData, Names)>, SinkError> {
         let mut names = Names::default();
-        let data = DayData::build(stored, settings, &mut names);
-        (data, names)
+        Ok(DayData::load(results, day, settings, &mut names)?.map(|data| (data, names)))
     }
 
-    /// Moves a day built by [`DayData::build_alone`] into the run's `names`. Its values are
-    /// interned in the order the day first saw them, which is the order [`DayData::build`]
+    /// Moves a day read by [`DayData::load_alone`] into the run's `names`. Its values are
+    /// interned in the order the day first saw them, which is the order [`DayData::load`]
     /// into `names` would have interned them: the ids come out the same.
     pub fn adopt(mut self, own: &Names, names: &mut Names) -> DayData {
         let devices = names.devices.absorb(&own.devices);

@@ -97,6 +97,20 @@ impl Results {
         columns: &'static [(&'static str, ColumnType)],
         day: Day,
     ) -> Result<Option<Table>, SinkError> {
+        let mut table = Table::new(name, columns);
+        let found = self.read_day_batches(name, columns, day, |batch| table.rows.extend(batch.rows))?;
+        Ok(found.then_some(table))
+    }
+
+    /// [`Results::read_day`] a batch of rows at a time, in order, for a reader that keeps less
+    /// than the rows; false if that day was never written.
+    pub fn read_day_batches(
+        &self,
+        name: &'static str,
+        columns: &'static [(&'static str, ColumnType)],
+        day: Day,
+        each: impl FnMut(Table),
+    ) -> Result<bool, SinkError> {
         let path = format!("{}{PART}.parquet", day_prefix(name, day));
         // This run's own writes first: the detectors read the earlier days of the same run.
         let staged = match &self.staging {
@@ -108,12 +122,13 @@ impl Results {
             None => {
                 let pending = self.pending()?;
                 let Some(bytes) = super::commit::resolve(self.store.as_ref(), &pending, &path)? else {
-                    return Ok(None);
+                    return Ok(false);
                 };
                 bytes
             }
         };
-        decode_parquet(name, columns, bytes).map(Some).map_err(|message| SinkError::Decode { path, message })
+        decode_parquet(name, columns, bytes, each).map_err(|message| SinkError::Decode { path, message })?;
+        Ok(true)
     }
 
     /// The days a table holds (committed, and staged by this run), sorted.
@@ -160,7 +175,8 @@ fn decode_parquet(
     name: &'static str,
     columns: &'static [(&'static str, ColumnType)],
     bytes: Bytes,
-) -> Result<Table, String> {
+    mut each: impl FnMut(Table),
+) -> Result<(), String> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
     // Only the columns asked for are decoded: a reader of a few columns (the report's findings)
     // leaves the large ones (Params, Series) compressed.
@@ -174,12 +190,13 @@ fn decode_parquet(
         builder.with_projection(mask)
     };
     let reader = builder.build().map_err(|e| e.to_string())?;
-    let mut table = Table::new(name, columns);
     for batch in reader {
         let batch = batch.map_err(|e| e.to_string())?;
-        table.extend_from_record_batch(&batch)?;
+        let mut rows = Table::new(name, columns);
+        rows.extend_from_record_batch(&batch)?;
+        each(rows);
     }
-    Ok(table)
+    Ok(())
 }
 
 #[cfg(test)]
