@@ -324,14 +324,27 @@ pub const IDENTITY_FIELDS: usize = 5;
 /// Host, lowercase file name, lowercase folder, SHA1 and company as one string: each field is its
 /// byte length, `:`, then its bytes, so no value can be mistaken for a separator.
 pub fn activity_identity(out: &mut String, fields: [&str; IDENTITY_FIELDS], lowercase: [bool; IDENTITY_FIELDS]) {
-    use std::fmt::Write as _;
+    // Built for every telemetry row when the detectors are on: digits and ASCII case by hand,
+    // not through the formatting machinery or char by char.
     out.clear();
     for (value, lower) in fields.into_iter().zip(lowercase) {
-        let _ = write!(out, "{}:", value.len());
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = value.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend(digits[at..].iter().map(|&d| char::from(d)));
+        out.push(':');
+        let start = out.len();
+        out.push_str(value);
         if lower {
-            out.extend(value.chars().map(|c| c.to_ascii_lowercase()));
-        } else {
-            out.push_str(value);
+            out.as_mut_str()[start..].make_ascii_lowercase();
         }
     }
 }
@@ -696,6 +709,10 @@ mod tests {
         // a value holding the separator cannot shift the fields
         activity_identity(&mut text, ["3:abc", "", "", "", ""], [false; IDENTITY_FIELDS]);
         assert_eq!(identity_fields(&text), ["3:abc", "", "", "", ""]);
+        // lengths in bytes, in decimal; only ASCII letters change case
+        let long = "winatp-gw-weu.microsoft.com";
+        activity_identity(&mut text, [long, "ÉDGE.EXE", "C:\\Ü\\", "ab", ""], [false, true, true, false, false]);
+        assert_eq!(text, "27:winatp-gw-weu.microsoft.com9:Édge.exe6:c:\\Ü\\2:ab0:");
     }
 
     /// Rows (device, action, url, port, process), and how often each occurs.
