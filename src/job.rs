@@ -653,7 +653,6 @@ fn write(
     record.stats = stats;
 
     let clock = Instant::now();
-    let activity = if settings.detect.enabled { partial.activity_by_day() } else { Default::default() };
     let written = days
         .par_iter()
         .map(|&day| -> Result<Vec<Table>, SinkError> {
@@ -668,13 +667,11 @@ fn write(
             // Only the detectors read it back: Parquet only, not sent to Sentinel, not kept when
             // they are off (those days then give them no history).
             if settings.detect.enabled {
-                let entries = activity.get(&day).map_or(&[][..], Vec::as_slice);
-                store.write_day_parquet(&tables::device_hosts(&partial, settings, day, entries), day)?;
+                store.write_day_parquet(&tables::device_hosts(&partial, settings, day), day)?;
             }
             Ok(day_tables)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    drop(activity);
     // The detectors read the device tables back from the store; the activity they were built
     // from is the bulk of the aggregate on a large night and is not needed again.
     partial.release_activity();

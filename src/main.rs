@@ -8,6 +8,9 @@ use telemetry_hunt::cli::{execute, Cli, LogFormat};
 use telemetry_hunt::redact::{self, Redacting};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn init_logging(cli: &Cli) {
     let g = &cli.global;
     let level = match (g.quiet, g.verbose) {

@@ -301,10 +301,15 @@ pub mod spelling {
     }
 }
 
-/// Key of the device activity the detectors read: day, device, process-on-host identity (an
+/// Key of a day's device activity, the detectors' evidence: device, process-on-host identity (an
 /// [`Interner`] id of [`activity_identity`]), RemotePort, the spelling flags of a reference
-/// host the reference query missed, and the exclusion rule that tagged the rows.
-pub type ActivityKey = (Day, u32, u32, Option<i32>, u8, Option<usize>);
+/// host the reference query missed, and the exclusion rule that tagged the rows. Millions of
+/// these are held through the scan of a large night: 28 bytes, 4-byte aligned.
+pub type ActivityKey = (u32, u32, Option<i32>, u8, Option<u32>);
+
+/// One day's device activity. A map per day rather than one for the run: the day is not
+/// repeated in every key, and growing or merging one day's map never needs room for all days.
+pub type DayActivity = FxHashMap<ActivityKey, ActivityAgg>;
 
 /// Events and `ConnectionFailed` events of one activity key.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -319,14 +324,27 @@ pub const IDENTITY_FIELDS: usize = 5;
 /// Host, lowercase file name, lowercase folder, SHA1 and company as one string: each field is its
 /// byte length, `:`, then its bytes, so no value can be mistaken for a separator.
 pub fn activity_identity(out: &mut String, fields: [&str; IDENTITY_FIELDS], lowercase: [bool; IDENTITY_FIELDS]) {
-    use std::fmt::Write as _;
+    // Built for every telemetry row when the detectors are on: digits and ASCII case by hand,
+    // not through the formatting machinery or char by char.
     out.clear();
     for (value, lower) in fields.into_iter().zip(lowercase) {
-        let _ = write!(out, "{}:", value.len());
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = value.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend(digits[at..].iter().map(|&d| char::from(d)));
+        out.push(':');
+        let start = out.len();
+        out.push_str(value);
         if lower {
-            out.extend(value.chars().map(|c| c.to_ascii_lowercase()));
-        } else {
-            out.push_str(value);
+            out.as_mut_str()[start..].make_ascii_lowercase();
         }
     }
 }
@@ -374,7 +392,7 @@ pub struct Partial {
     pub processes: GroupMap<ProcessKey, GroupAgg>,
     /// Per device: what it reached through which process, for the detectors (telemetry and
     /// look-alike hosts).
-    pub activity: FxHashMap<ActivityKey, ActivityAgg>,
+    pub activity: FxHashMap<Day, DayActivity>,
     /// The process-on-host identities `activity` refers to.
     pub identities: Interner,
     /// The DeviceName of each device id (the smallest seen, so merging in any order agrees).
@@ -415,24 +433,12 @@ where
     map.raw_entry_mut().from_key(probe).or_insert_with(|| (K::from(probe), V::default())).1
 }
 
-/// One entry of [`Partial::activity`].
-pub type ActivityEntry<'p> = (&'p ActivityKey, &'p ActivityAgg);
-
 impl Partial {
-    /// The activity entries of each day.
     /// Frees the per-device activity and what only it refers to (identities, device names).
     pub fn release_activity(&mut self) {
         self.activity = FxHashMap::default();
         self.identities = Interner::default();
         self.device_names = FxHashMap::default();
-    }
-
-    pub fn activity_by_day(&self) -> FxHashMap<Day, Vec<ActivityEntry<'_>>> {
-        let mut days: FxHashMap<Day, Vec<ActivityEntry<'_>>> = FxHashMap::default();
-        for entry in &self.activity {
-            days.entry(entry.0 .0).or_default().push(entry);
-        }
-        days
     }
 
     /// Merges another partial into this one. Associative and commutative, so rayon may reduce
@@ -461,11 +467,14 @@ impl Partial {
             }
             device_map = map;
         }
-        for ((day, device, identity, port, spelled, excluded), agg) in other.activity {
-            let key = (day, device_map[device as usize], identity_map[identity as usize], port, spelled, excluded);
-            let into = self.activity.entry(key).or_default();
-            into.events += agg.events;
-            into.failed += agg.failed;
+        for (day, activity) in other.activity {
+            let into_day = self.activity.entry(day).or_default();
+            for ((device, identity, port, spelled, excluded), agg) in activity {
+                let key = (device_map[device as usize], identity_map[identity as usize], port, spelled, excluded);
+                let into = into_day.entry(key).or_default();
+                into.events += agg.events;
+                into.failed += agg.failed;
+            }
         }
         for (device, name) in other.device_names {
             set_min_name(&mut self.device_names, device_map[device as usize], &name);
@@ -594,7 +603,10 @@ impl Partial {
                     [false, true, true, false, false],
                 );
                 let id = this.identities.intern(&identity);
-                let agg = this.activity.entry((day, device, id, port, spelled, excluded)).or_default();
+                let excluded =
+                    excluded.map(|rule| u32::try_from(rule).expect("2^32 compiled rules would not fit in memory"));
+                let agg =
+                    this.activity.entry(day).or_default().entry((device, id, port, spelled, excluded)).or_default();
                 agg.events += weight;
                 agg.failed += if failed { weight } else { 0 };
                 if let Some(name) = get(device_name, row) {
@@ -697,6 +709,10 @@ mod tests {
         // a value holding the separator cannot shift the fields
         activity_identity(&mut text, ["3:abc", "", "", "", ""], [false; IDENTITY_FIELDS]);
         assert_eq!(identity_fields(&text), ["3:abc", "", "", "", ""]);
+        // lengths in bytes, in decimal; only ASCII letters change case
+        let long = "winatp-gw-weu.microsoft.com";
+        activity_identity(&mut text, [long, "ÉDGE.EXE", "C:\\Ü\\", "ab", ""], [false, true, true, false, false]);
+        assert_eq!(text, "27:winatp-gw-weu.microsoft.com9:Édge.exe6:c:\\Ü\\2:ab0:");
     }
 
     /// Rows (device, action, url, port, process), and how often each occurs.

@@ -109,6 +109,35 @@ static BARE_HOST_BYTE: [bool; 256] = {
     table
 };
 
+/// `text` when it is a bare lowercase host name, which every rule leaves unchanged.
+#[inline]
+fn bare_host(text: &str) -> Option<&str> {
+    let bytes = text.as_bytes();
+    (bytes.last().is_some_and(|&c| c != b'.') && bytes.iter().all(|&c| BARE_HOST_BYTE[c as usize])).then_some(text)
+}
+
+/// The host of `scheme://host[:digits][/?#…]` when the scheme is well-formed and the host bare
+/// and lowercase: the KQL Domain and the normalized host are then both exactly that host (no
+/// userinfo, brackets, case or trailing dot for either rule to treat differently). `None` for
+/// any other shape, which the full rules handle.
+#[inline]
+fn bare_url_host(url: &str) -> Option<&str> {
+    let bytes = url.as_bytes();
+    let colon = bytes.iter().position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')))?;
+    if colon == 0 || !bytes[0].is_ascii_alphabetic() || !bytes[colon..].starts_with(b"://") {
+        return None;
+    }
+    let start = colon + 3;
+    let authority_end =
+        bytes[start..].iter().position(|&c| matches!(c, b'/' | b'?' | b'#')).map_or(bytes.len(), |i| start + i);
+    let authority = &bytes[start..authority_end];
+    let host_end = authority.iter().position(|&c| c == b':').unwrap_or(authority.len());
+    let (host, port) = authority.split_at(host_end);
+    let port_ok = port.is_empty() || (port.len() > 1 && port[1..].iter().all(u8::is_ascii_digit));
+    let host_ok = host.last().is_some_and(|&c| c != b'.') && host.iter().all(|&c| BARE_HOST_BYTE[c as usize]);
+    (port_ok && host_ok).then(|| &url[start..start + host_end])
+}
+
 /// The host a connection to `remote_url` goes to, normalized (DESIGN §1):
 /// trim; drop `scheme://` (a well-formed scheme only, so a `://` inside a path or query is not
 /// taken for one) or a leading `//`; cut the authority at `/ ? #`; drop userinfo up to the last
@@ -358,12 +387,12 @@ impl HostMatcher {
     }
 
     fn decide_relevant(&self, remote_url: &str) -> bool {
-        // Most values are bare lowercase host names, which both rules leave as they are: one
-        // pass over the bytes settles them without parsing.
-        let bytes = remote_url.as_bytes();
-        let bare = bytes.last().is_some_and(|&c| c != b'.') && bytes.iter().all(|&c| BARE_HOST_BYTE[c as usize]);
-        if bare {
-            return self.any.contains(remote_url) || self.lookalikes.as_ref().is_some_and(|l| l.matches(remote_url));
+        // Most values are bare lowercase host names, which both rules leave as they are, or
+        // `scheme://host[:port]` followed by a path: both rules then take the same bare host.
+        // One pass over the bytes up to the path settles them without parsing.
+        let host = bare_host(remote_url).or_else(|| bare_url_host(remote_url));
+        if let Some(host) = host {
+            return self.any.contains(host) || self.lookalikes.as_ref().is_some_and(|l| l.matches(host));
         }
         let m = self.classify(Some(remote_url));
         m.kql_reference || m.host.is_some() || m.lookalike.is_some()
@@ -501,6 +530,29 @@ mod tests {
             "{}/x?y#z",
             "{}-",
             "9{}",
+            "https://{}",
+            "https://{}:443",
+            "https://{}:443/x?y=1",
+            "https://{}:/x",
+            "https://{}:44a/x",
+            "https://{}.:443/x",
+            "https://{}?q",
+            "https://{}#f",
+            "tcp://{}:443",
+            "h+t.t-p://{}/x",
+            "1http://{}/x",
+            "://{}/x",
+            "https:/{}/x",
+            "https://{}@evil.example/x",
+            "https://x@{}:443/",
+            "https://[{}]:443/",
+            "https://{} /x",
+            "https:// {}/x",
+            "https://{}/x y",
+            " https://{}/x",
+            "https://{}:443:8/x",
+            "ftp://{}/a//b",
+            "https://{}\\x",
         ];
         for host in hosts {
             for shape in shapes {

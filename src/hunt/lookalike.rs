@@ -73,8 +73,8 @@ pub struct Lookalikes {
     /// This configuration's question to the per-thread memory of answers (clones share it).
     memo: Question,
     patterns: Vec<Pattern>,
-    /// Listed exact names, indexed by length.
-    by_length: Vec<Vec<String>>,
+    /// Listed exact names with their character sets, indexed by length.
+    by_length: Vec<Vec<(String, u64)>>,
     max_distance: usize,
 }
 
@@ -84,7 +84,7 @@ impl Lookalikes {
         listed: impl IntoIterator<Item = &'l str>,
         max_distance: usize,
     ) -> Lookalikes {
-        let mut by_length: Vec<Vec<String>> = Vec::new();
+        let mut by_length: Vec<Vec<(String, u64)>> = Vec::new();
         let mut names: Vec<String> = listed.into_iter().map(|h| h.to_ascii_lowercase()).collect();
         names.sort();
         names.dedup();
@@ -92,7 +92,8 @@ impl Lookalikes {
             if by_length.len() <= name.len() {
                 by_length.resize(name.len() + 1, Vec::new());
             }
-            by_length[name.len()].push(name);
+            let set = char_set(name.as_bytes());
+            by_length[name.len()].push((name, set));
         }
         Lookalikes {
             memo: Question::new(),
@@ -102,13 +103,21 @@ impl Lookalikes {
         }
     }
 
-    /// The listed names a host of this length could be within the edit limit of.
+    /// The listed names a host could be within the edit limit of: of a length in the window,
+    /// and with a character set that `k` edits can turn into the host's (each edit takes away
+    /// at most one character and brings at most one, so the sets differ in at most `2k`). Most
+    /// names fail the sets in a few instructions, before any distance is computed.
     fn candidates(&self, host: &str) -> impl Iterator<Item = &String> {
         let k = self.max_distance;
         let from = host.len().saturating_sub(k);
         let to = (host.len() + k).min(self.by_length.len().saturating_sub(1));
         let window = if k == 0 || host.is_empty() || from > to { &[][..] } else { &self.by_length[from..=to] };
-        window.iter().flatten()
+        let set = if window.is_empty() { 0 } else { char_set(host.as_bytes()) };
+        window
+            .iter()
+            .flatten()
+            .filter(move |(_, listed)| (set ^ listed).count_ones() as usize <= 2 * k)
+            .map(|(name, _)| name)
     }
 
     /// Whether an unlisted, normalized host is a look-alike. This runs for every row: a host
@@ -142,6 +151,12 @@ impl Lookalikes {
         }
         best.map(|(distance, listed)| LookalikeReason::Near { listed, distance })
     }
+}
+
+/// The characters of a name as bits (bytes folded onto 64 bits: a shared bit only makes sets
+/// look closer, so the candidate test stays a necessary condition).
+fn char_set(name: &[u8]) -> u64 {
+    name.iter().fold(0, |set, &c| set | 1 << (c % 64))
 }
 
 /// The Levenshtein distance of `a` and `b` when it is at most `limit` (0..=7), else `None`.
@@ -235,6 +250,57 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every name one or two edits away from a listed one (all single edits over a small
+    /// alphabet, and pairs of them) is still a candidate: the character-set filter only ever
+    /// drops names the distance would reject too.
+    #[test]
+    fn the_character_set_filter_keeps_every_name_within_the_limit() {
+        let listed = ["crl.microsoft.com", "winatp-gw-weu.microsoft.com", "ctldl.windowsupdate.com"];
+        let l = Lookalikes::new([], listed, 2);
+        let alphabet = b"ab.-0mrzA";
+        let edits = |name: &[u8]| -> Vec<Vec<u8>> {
+            let mut out = Vec::new();
+            for i in 0..=name.len() {
+                for &c in alphabet {
+                    let mut inserted = name.to_vec();
+                    inserted.insert(i, c);
+                    out.push(inserted);
+                    if i < name.len() {
+                        let mut substituted = name.to_vec();
+                        substituted[i] = c;
+                        out.push(substituted);
+                    }
+                }
+                if i < name.len() {
+                    let mut deleted = name.to_vec();
+                    deleted.remove(i);
+                    out.push(deleted);
+                }
+            }
+            out
+        };
+        let (mut checked, mut near) = (0, 0);
+        for name in listed {
+            let once = edits(name.as_bytes());
+            let twice = once.iter().step_by(7).flat_map(|n| edits(n).into_iter().step_by(5));
+            for candidate in once.iter().cloned().chain(twice) {
+                let Ok(host) = String::from_utf8(candidate) else { continue };
+                let kept: Vec<&String> = l.candidates(&host).collect();
+                for other in listed {
+                    if distance_within(host.as_bytes(), other.as_bytes(), 2).is_some() {
+                        assert!(kept.iter().any(|k| k.as_str() == other), "{host:?} within 2 of {other:?}");
+                        near += 1;
+                    }
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 5_000 && near > 5_000, "{checked} names, {near} near pairs");
+        // and it does drop unrelated names of a fitting length
+        assert_eq!(l.candidates("www.google.comxx").count(), 0);
+        assert_eq!(char_set(b"ab"), char_set(b"ba"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::table::{Cell, ColumnType as T, Table};
 use crate::config::Settings;
-use crate::hunt::aggregate::ActivityEntry;
+use crate::hunt::aggregate::DayActivity;
 use crate::hunt::host::MatchMode;
 use crate::hunt::rules::expected_by;
 use crate::hunt::Partial;
@@ -272,10 +272,8 @@ pub fn processes(partial: &Partial, settings: &Settings, day: Day) -> Table {
 
 /// The detectors' per-device table for one day. What depends on the process-on-host identity
 /// alone (the allow-list verdict, whether the host is listed) is worked out once per identity,
-/// and rows are sorted by reference, so a busy day costs little more than its cells. `activity`
-/// is the day's entries of [`Partial::activity_by_day`]: a run of 30 days splits the activity
-/// once instead of filtering all of it for each day.
-pub fn device_hosts(partial: &Partial, settings: &Settings, day: Day, activity: &[ActivityEntry<'_>]) -> Table {
+/// and rows are sorted by reference, so a busy day costs little more than its cells.
+pub fn device_hosts(partial: &Partial, settings: &Settings, day: Day) -> Table {
     use crate::hunt::aggregate::{identity_fields, spelling};
     struct Identity<'p> {
         fields: [&'p str; 5],
@@ -284,9 +282,11 @@ pub fn device_hosts(partial: &Partial, settings: &Settings, day: Day, activity: 
     }
     let mut identities: rustc_hash::FxHashMap<u32, Identity<'_>> = rustc_hash::FxHashMap::default();
     let mut rows = Vec::new();
-    for &((_, device, identity, port, spelled, excluded), agg) in activity {
-        let id = identities.entry(*identity).or_insert_with(|| {
-            let fields = identity_fields(partial.identities.name(*identity));
+    let activity: Option<&DayActivity> = partial.activity.get(&day);
+    for (&(device, identity, port, spelled, excluded), agg) in activity.into_iter().flatten() {
+        let excluded = excluded.map(|rule| rule as usize);
+        let id = identities.entry(identity).or_insert_with(|| {
+            let fields = identity_fields(partial.identities.name(identity));
             let [host, file, folder, _, _] = fields;
             Identity {
                 fields,
@@ -295,9 +295,11 @@ pub fn device_hosts(partial: &Partial, settings: &Settings, day: Day, activity: 
                 listed: settings.hosts.classify(Some(host)).host.is_some(),
             }
         });
-        rows.push((partial.devices.name(*device), id.fields, *port, *spelled, *excluded, *device, *identity, *agg));
+        rows.push((partial.devices.name(device), id.fields, port, spelled, excluded, device, identity, *agg));
     }
-    rows.sort_by(|a, b| (a.0, a.1, a.2, a.3, a.4).cmp(&(b.0, b.1, b.2, b.3, b.4)));
+    // The keys are unique (a day's activity key maps one to one onto them), so an unstable sort
+    // gives the one order a stable sort would, without its buffer.
+    rows.sort_unstable_by(|a, b| (a.0, a.1, a.2, a.3, a.4).cmp(&(b.0, b.1, b.2, b.3, b.4)));
     let mut table = Table::new(DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS);
     for (device_id, [host, file, folder, sha1, company], port, spelled, excluded, device, identity, agg) in rows {
         let id = &identities[&identity];

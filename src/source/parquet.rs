@@ -19,6 +19,7 @@ use parquet::arrow::arrow_reader::{
     RowSelectionPolicy,
 };
 use parquet::arrow::ProjectionMask;
+use parquet::basic::Encoding;
 use parquet::file::statistics::Statistics;
 
 use super::canonical::{from_columns, TimeCell, TimeReader};
@@ -153,22 +154,38 @@ fn check_chunks(path: &Path, metadata: &parquet::file::metadata::ParquetMetaData
 
 /// Asks the reader for string views instead of contiguous strings: a view points into the
 /// decoded page, so RemoteUrl values (mostly plain-encoded: too many distinct values for a
-/// dictionary) are not copied before the host test looks at them. INT96 times are read as
-/// microseconds: as nanoseconds (the reader's default) a time after 2262-04-11 wraps around
-/// to a wrong day without any error.
+/// dictionary) are not copied before the host test looks at them. A RemoteUrl whose every
+/// chunk is dictionary-encoded is read as a dictionary instead: each distinct value is tested
+/// once per chunk and a row costs a key. INT96 times are read as microseconds: as nanoseconds
+/// (the reader's default) a time after 2262-04-11 wraps around to a wrong day without any error.
 fn with_string_views(metadata: ArrowReaderMetadata) -> Result<ArrowReaderMetadata, parquet::errors::ParquetError> {
     let schema = metadata.schema();
-    let descr = metadata.metadata().file_metadata().schema_descr();
-    let int96 = |name: &str| {
-        descr
-            .columns()
-            .iter()
-            .any(|c| c.path().parts() == [name.to_string()] && c.physical_type() == parquet::basic::Type::INT96)
+    let parquet_meta = metadata.metadata();
+    let descr = parquet_meta.file_metadata().schema_descr();
+    let leaf = |name: &str| descr.columns().iter().position(|c| c.path().parts() == [name.to_string()]);
+    let int96 = |name: &str| leaf(name).is_some_and(|l| descr.column(l).physical_type() == parquet::basic::Type::INT96);
+    let all_dictionary = |name: &str| {
+        leaf(name).is_some_and(|l| {
+            descr.column(l).physical_type() == parquet::basic::Type::BYTE_ARRAY
+                && parquet_meta.row_groups().iter().all(|rg| {
+                    let chunk = rg.column(l);
+                    chunk.dictionary_page_offset().is_some()
+                        && chunk.page_encoding_stats_mask().is_some_and(|mask| {
+                            mask.is_only(Encoding::RLE_DICTIONARY) || mask.is_only(Encoding::PLAIN_DICTIONARY)
+                        })
+                })
+        })
     };
     let fields: Vec<arrow_schema::FieldRef> = schema
         .fields()
         .iter()
         .map(|f| match f.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _)
+                if f.name() == schema::REMOTE_URL && all_dictionary(f.name()) =>
+            {
+                let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+                Arc::new(f.as_ref().clone().with_data_type(dictionary))
+            }
             DataType::Utf8 | DataType::LargeUtf8 => Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View)),
             DataType::Timestamp(TimeUnit::Nanosecond, None) if int96(f.name()) => {
                 Arc::new(f.as_ref().clone().with_data_type(DataType::Timestamp(TimeUnit::Microsecond, None)))
@@ -191,7 +208,7 @@ fn to_micros(value: i64, unit: TimeUnit) -> i64 {
 
 /// Row-by-row relevance of a RemoteUrl column, in whatever string encoding the reader produced.
 /// Dictionary values are tested once each (on first use), however many rows share them.
-enum UrlReader {
+enum UrlReader<'v> {
     Utf8(arrow_array::StringArray),
     Large(arrow_array::LargeStringArray),
     View(arrow_array::StringViewArray),
@@ -199,13 +216,22 @@ enum UrlReader {
         keys: Vec<usize>,
         valid: Option<arrow_buffer::NullBuffer>,
         values: arrow_array::StringArray,
-        memo: Vec<u8>,
+        verdicts: &'v mut Vec<u8>,
     },
     Absent,
 }
 
-impl UrlReader {
-    fn new(array: Option<&dyn Array>) -> UrlReader {
+/// The relevance of a column chunk's dictionary entries, kept from batch to batch: the reader
+/// hands every batch of a chunk the same dictionary, so each entry is tested once per chunk.
+#[derive(Default)]
+struct DictionaryVerdicts {
+    dictionary: Option<arrow_array::ArrayRef>,
+    /// Per entry: 0 not yet tested, 1 irrelevant, 2 relevant.
+    verdicts: Vec<u8>,
+}
+
+impl<'v> UrlReader<'v> {
+    fn new(array: Option<&dyn Array>, known: &'v mut DictionaryVerdicts) -> UrlReader<'v> {
         let Some(array) = array else { return UrlReader::Absent };
         match array.data_type() {
             DataType::Utf8 => UrlReader::Utf8(array.as_string::<i32>().clone()),
@@ -213,11 +239,16 @@ impl UrlReader {
             DataType::Utf8View => UrlReader::View(array.as_string_view().clone()),
             DataType::Dictionary(_, _) => {
                 let dict = array.as_any_dictionary();
+                if !known.dictionary.as_ref().is_some_and(|d| Arc::ptr_eq(d, dict.values())) {
+                    known.dictionary = Some(dict.values().clone());
+                    known.verdicts.clear();
+                    known.verdicts.resize(dict.values().len(), 0);
+                }
                 match arrow_cast::cast(dict.values().as_ref(), &DataType::Utf8) {
                     Ok(values) => UrlReader::Dictionary {
                         keys: dict.normalized_keys(),
                         valid: dict.keys().logical_nulls(),
-                        memo: vec![0; values.len()],
+                        verdicts: &mut known.verdicts,
                         values: values.as_string::<i32>().clone(),
                     },
                     Err(_) => UrlReader::Absent,
@@ -237,12 +268,12 @@ impl UrlReader {
             UrlReader::Utf8(a) => a.is_valid(row) && test(a.value(row)),
             UrlReader::Large(a) => a.is_valid(row) && test(a.value(row)),
             UrlReader::View(a) => a.is_valid(row) && test(a.value(row)),
-            UrlReader::Dictionary { keys, valid, values, memo } => {
+            UrlReader::Dictionary { keys, valid, values, verdicts } => {
                 if valid.as_ref().is_some_and(|n| n.is_null(row)) {
                     return false;
                 }
                 let key = keys[row];
-                let Some(state) = memo.get_mut(key) else { return false };
+                let Some(state) = verdicts.get_mut(key) else { return false };
                 if *state == 0 {
                     *state = if values.is_valid(key) && test(values.value(key)) { 2 } else { 1 };
                 }
@@ -443,11 +474,12 @@ impl ParquetUnit {
             let time_name = self.time_name.clone();
             let label = format!("{} row group {}", path.display(), self.row_groups[0]);
             let mut offset = 0usize;
+            let mut dictionary = DictionaryVerdicts::default();
             ArrowPredicateFn::new(ProjectionMask::roots(&schema_descr, filter_columns), move |batch: RecordBatch| {
                 let time_column = batch.column_by_name(&time_name).expect("projected");
                 let time = TimeReader::new(time_column.as_ref()).map_err(arrow_schema::ArrowError::ComputeError)?;
                 let url_column = batch.column_by_name(schema::REMOTE_URL);
-                let mut url = UrlReader::new(url_column.map(|a| a.as_ref()));
+                let mut url = UrlReader::new(url_column.map(|a| a.as_ref()), &mut dictionary);
                 let mut stats = stats.lock().expect("one scan per unit, never poisoned");
                 let mut carried = carried.lock().expect("one scan per unit, never poisoned");
                 let mut days = DayCounts::default();
@@ -531,5 +563,57 @@ impl ParquetUnit {
         }
         let stats = std::mem::take(&mut *stats.lock().expect("scan finished"));
         Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{StringArray, TimestampMicrosecondArray};
+    use arrow_schema::{Field, Schema};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+
+    /// Writes `rows` RemoteUrl values (a few repeating hosts and a unique URL every other row)
+    /// and returns the type the planner asks the reader for.
+    fn planned_url_type(props: WriterProperties, unique: bool) -> DataType {
+        let rows = 4_000;
+        let urls: Vec<String> = (0..rows)
+            .map(|i| match i % 2 {
+                1 if unique => format!("https://cdn{i}.example.com/x?id={i}"),
+                _ => ["winatp-gw-weu.microsoft.com", "www.bing.com", ""][i % 3].to_string(),
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("Timestamp", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+            Field::new("RemoteUrl", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(TimestampMicrosecondArray::from(vec![1_700_000_000_000_000; rows])),
+                Arc::new(StringArray::from(urls)),
+            ],
+        )
+        .unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut writer = ArrowWriter::try_new(file.reopen().unwrap(), schema, Some(props)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let metadata = ArrowReaderMetadata::load(&file.reopen().unwrap(), ArrowReaderOptions::new()).unwrap();
+        let hinted = with_string_views(metadata).unwrap();
+        hinted.schema().field_with_name("RemoteUrl").unwrap().data_type().clone()
+    }
+
+    #[test]
+    fn remote_url_is_read_as_a_dictionary_only_where_every_page_is_one() {
+        let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        let defaults = || WriterProperties::builder().set_data_page_row_count_limit(500);
+        assert_eq!(planned_url_type(defaults().build(), false), dictionary);
+        // a dictionary that fills up falls back to plain pages: those would be re-hashed into
+        // a dictionary per batch, so the values are read as views
+        let small = defaults().set_dictionary_page_size_limit(1024).build();
+        assert_eq!(planned_url_type(small, true), DataType::Utf8View);
+        assert_eq!(planned_url_type(defaults().set_dictionary_enabled(false).build(), false), DataType::Utf8View);
     }
 }

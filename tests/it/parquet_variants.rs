@@ -69,6 +69,7 @@ fn write_arrow(
     text_type: DataType,
     port_type: DataType,
     row_group: usize,
+    dictionary_page_bytes: Option<usize>,
 ) {
     let micros = TimestampMicrosecondArray::from(rows.time.clone());
     // Cast without the zone (arrow parses zone names only with chrono-tz), then label it.
@@ -91,7 +92,15 @@ fn write_arrow(
     columns.push(Arc::new(StringArray::from(vec![Some("10.0.0.1"); rows.time.len()])));
     fields.push(Field::new("LocalIP", DataType::Utf8, true));
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
-    let props = WriterProperties::builder().set_max_row_group_row_count(Some(row_group)).build();
+    // `Some(0)`: no dictionary at all; `Some(n)`: dictionaries that fall back to plain pages
+    // once they hold n bytes, as pyarrow's and Spark's do on high-cardinality columns.
+    let mut props = WriterProperties::builder().set_max_row_group_row_count(Some(row_group));
+    props = match dictionary_page_bytes {
+        Some(0) => props.set_dictionary_enabled(false),
+        Some(limit) => props.set_dictionary_page_size_limit(limit),
+        None => props,
+    };
+    let props = props.build();
     let mut writer = ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), Some(props)).unwrap();
     writer.write(&batch).unwrap();
     writer.close().unwrap();
@@ -153,7 +162,15 @@ fn every_writer_encoding_gives_the_same_tables() {
 
     let utc = Some(Arc::from("UTC"));
     let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
-    let variants: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+    // Utf8 text and microsecond times, row groups and dictionary pages as given
+    let rows = &rows;
+    let utf8 = |row_group: usize, dictionary_page_bytes: Option<usize>| -> Box<dyn Fn(&Path) + '_> {
+        Box::new(move |p: &Path| {
+            let time = DataType::Timestamp(TimeUnit::Microsecond, None);
+            write_arrow(rows, p, "Timestamp", time, DataType::Utf8, DataType::Int32, row_group, dictionary_page_bytes)
+        })
+    };
+    let variants: Vec<(&str, Box<dyn Fn(&Path) + '_>)> = vec![
         ("int96", Box::new(|p: &Path| write_int96(&rows, p))),
         (
             "dictionary strings, ms without zone, long port",
@@ -166,6 +183,7 @@ fn every_writer_encoding_gives_the_same_tables() {
                     dict.clone(),
                     DataType::Int64,
                     1 << 20,
+                    None,
                 )
             }),
         ),
@@ -180,6 +198,7 @@ fn every_writer_encoding_gives_the_same_tables() {
                     DataType::LargeUtf8,
                     DataType::Int32,
                     1000,
+                    None,
                 )
             }),
         ),
@@ -194,9 +213,13 @@ fn every_writer_encoding_gives_the_same_tables() {
                     DataType::Utf8View,
                     DataType::Int32,
                     30_000,
+                    None,
                 )
             }),
         ),
+        ("dictionary strings in every chunk", utf8(5_000, None)),
+        ("dictionaries falling back to plain pages", utf8(50_000, Some(4096))),
+        ("no dictionaries", utf8(50_000, Some(0))),
     ];
     for (name, write) in &variants {
         let dir = tempfile::tempdir().unwrap();
@@ -210,6 +233,7 @@ fn every_writer_encoding_gives_the_same_tables() {
             DataType::Utf8,
             DataType::Int32,
             1000,
+            None,
         );
         let out = tempfile::tempdir().unwrap();
         let outcome = run(&[dir.path()], out.path(), MatchMode::Kql);
@@ -262,6 +286,7 @@ fn row_groups_outside_the_window_are_not_read() {
         DataType::Utf8,
         DataType::Int32,
         2000,
+        None,
     );
     let all = tempfile::tempdir().unwrap();
     run(&[&path], all.path(), MatchMode::Kql);
