@@ -96,6 +96,26 @@ impl Cell {
             Cell::Null => Value::Null,
         }
     }
+
+    /// Appends the text of [`Cell::to_json`] without building the value: a findings table's
+    /// JSON documents are written where they are, not cloned first.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        // Writing to memory cannot fail, and these values always serialize.
+        let written = match self {
+            Cell::Text(s) => serde_json::to_writer(&mut *out, s.as_str()),
+            Cell::Int(v) => serde_json::to_writer(&mut *out, v),
+            Cell::Float(v) => match serde_json::Number::from_f64(*v) {
+                Some(n) => serde_json::to_writer(&mut *out, &n),
+                None => serde_json::to_writer(&mut *out, &Value::Null),
+            },
+            Cell::Bool(v) => serde_json::to_writer(&mut *out, v),
+            Cell::Day(d) => serde_json::to_writer(&mut *out, &d.to_string()),
+            Cell::Time(t) => serde_json::to_writer(&mut *out, &format_micros(*t)),
+            Cell::Json(v) => serde_json::to_writer(&mut *out, v),
+            Cell::Null => serde_json::to_writer(&mut *out, &Value::Null),
+        };
+        debug_assert!(written.is_ok());
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -136,7 +156,8 @@ impl Table {
                     for c in cells {
                         match c {
                             Cell::Text(s) => b.append_value(s),
-                            Cell::Json(v) => b.append_value(v.to_string()),
+                            // not `Display`: it writes through the formatter token by token
+                            Cell::Json(v) => b.append_value(serde_json::to_string(v).map_err(|e| e.to_string())?),
                             Cell::Null => b.append_null(),
                             other => return Err(wrong(other)),
                         }
@@ -258,20 +279,53 @@ impl Table {
 
     /// JSON lines, keys in column order (so a person reading the file sees the table's order).
     pub fn to_jsonl(&self) -> String {
-        let mut out = String::with_capacity(self.rows.len() * 128);
+        let mut out: Vec<u8> = Vec::with_capacity(self.rows.len() * 128);
         for row in &self.rows {
-            out.push('{');
+            out.push(b'{');
             for (i, ((name, _), cell)) in self.columns.iter().zip(row).enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push('"');
-                out.push_str(name);
-                out.push_str("\":");
-                out.push_str(&cell.to_json().to_string());
+                out.push(b'"');
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b"\":");
+                cell.write_json(&mut out);
             }
-            out.push_str("}\n");
+            out.extend_from_slice(b"}\n");
         }
-        out
+        String::from_utf8(out).expect("serde_json writes UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON lines writer's text is exactly the serialization of each cell's JSON value.
+    #[test]
+    fn cells_write_the_json_their_values_serialize_to() {
+        let cells = [
+            Cell::Text(String::new()),
+            Cell::Text("quote \" backslash \\ tab \t nul \u{0} é 😀 </script>".into()),
+            Cell::Int(i64::MIN),
+            Cell::Int(0),
+            Cell::Float(0.1),
+            Cell::Float(-0.0),
+            Cell::Float(1e300),
+            Cell::Float(2.5e-320),
+            Cell::Float(f64::NAN),
+            Cell::Float(f64::INFINITY),
+            Cell::Bool(true),
+            Cell::Day(Day::from_ymd(2026, 12, 4).unwrap()),
+            Cell::Time(1_764_806_400_123_456),
+            Cell::Json(serde_json::json!({"b": [1, 2.5, null, "x\"y"], "a": {"nested": true}})),
+            Cell::Json(Value::Null),
+            Cell::Null,
+        ];
+        for cell in &cells {
+            let mut written = Vec::new();
+            cell.write_json(&mut written);
+            assert_eq!(String::from_utf8(written).unwrap(), cell.to_json().to_string(), "{cell:?}");
+        }
     }
 }
