@@ -395,8 +395,10 @@ pub struct Partial {
     pub activity: FxHashMap<Day, DayActivity>,
     /// The process-on-host identities `activity` refers to.
     pub identities: Interner,
-    /// The DeviceName of each device id (the smallest seen, so merging in any order agrees).
-    pub device_names: FxHashMap<u32, Box<str>>,
+    /// The DeviceName of each device id on each day (the smallest seen that day, so merging in
+    /// any order agrees): a day's evidence names the device as it was named that day, whatever
+    /// other days the run holds.
+    pub device_names: FxHashMap<(Day, u32), Box<str>>,
     pub counts: HuntCounts,
     /// Scratch: RemoteUrl value → its class (see [`UrlClass`]); not part of the aggregate.
     url_memo: GroupMap<Box<str>, UrlClass>,
@@ -413,7 +415,7 @@ fn merge_maps<K: std::hash::Hash + Eq, V>(into: &mut GroupMap<K, V>, from: Group
     }
 }
 
-fn set_min_name(names: &mut FxHashMap<u32, Box<str>>, device: u32, name: &str) {
+fn set_min_name(names: &mut FxHashMap<(Day, u32), Box<str>>, device: (Day, u32), name: &str) {
     match names.get_mut(&device) {
         Some(current) if name < current.as_ref() => *current = name.into(),
         Some(_) => {}
@@ -476,8 +478,8 @@ impl Partial {
                 into.failed += agg.failed;
             }
         }
-        for (device, name) in other.device_names {
-            set_min_name(&mut self.device_names, device_map[device as usize], &name);
+        for ((day, device), name) in other.device_names {
+            set_min_name(&mut self.device_names, (day, device_map[device as usize]), &name);
         }
         merge_maps(&mut self.daily_kql, other.daily_kql, GroupAgg::merge);
         merge_maps(&mut self.daily_normalized, other.daily_normalized, GroupAgg::merge);
@@ -610,7 +612,7 @@ impl Partial {
                 agg.events += weight;
                 agg.failed += if failed { weight } else { 0 };
                 if let Some(name) = get(device_name, row) {
-                    set_min_name(&mut this.device_names, device, name);
+                    set_min_name(&mut this.device_names, (day, device), name);
                 }
             };
             let Some(host) = class.host.as_deref() else {

@@ -311,7 +311,7 @@ pub fn device_hosts(partial: &Partial, settings: &Settings, day: Day) -> Table {
         table.push(vec![
             Cell::Day(day),
             Cell::from(device_id),
-            Cell::from(partial.device_names.get(&device).map_or("", |n| n.as_ref())),
+            Cell::from(partial.device_names.get(&(day, device)).map_or("", |n| n.as_ref())),
             Cell::from(host),
             Cell::from(id.listed),
             port.map_or(Cell::Null, |p| Cell::Int(i64::from(p))),

@@ -10,7 +10,7 @@ use telemetry_hunt::hunt::host::MatchMode;
 use telemetry_hunt::sample::{self, scenario, SampleOptions};
 use telemetry_hunt::time::Day;
 
-use crate::support::{files_under, read_table, request, run};
+use crate::support::{files_under, read_table, request, run, run_window};
 
 fn bundled() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sample")
@@ -337,4 +337,50 @@ fn data_in_the_report_is_escaped() {
         "unescaped data in the report"
     );
     assert!(html.contains("winatp-gw-&lt;img src=x onerror=alert(1)&gt;.microsoft.com"));
+}
+
+/// The DeviceName a day's device table (the evidence of its findings) gives is the one the
+/// device had that day, whether the run holds that day alone or others beside it.
+#[test]
+fn a_days_device_names_are_that_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    let line = |day: &str, name: &str| {
+        serde_json::json!({
+            "Timestamp": format!("{day}T10:00:00Z"), "DeviceId": "dev-1", "DeviceName": name,
+            "ActionType": "ConnectionSuccess", "RemoteUrl": "winatp-gw-weu.microsoft.com", "RemotePort": 443,
+            "InitiatingProcessFileName": "MsSense.exe",
+            "InitiatingProcessFolderPath": r"c:\program files\windows defender advanced threat protection\mssense.exe",
+        })
+        .to_string()
+    };
+    // the later day's name sorts first: a run-wide smallest name would leak into the first day
+    let text = [line("2026-11-01", "zeta-host"), line("2026-11-02", "alpha-host")].join("\n");
+    std::fs::write(&input, text).unwrap();
+    let names = |out: &Path, day: &str| -> Vec<String> {
+        let path = out.join(format!("MdeTelemetryDeviceHosts/day={day}/part-0.parquet"));
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+                .unwrap()
+                .build()
+                .unwrap();
+        let mut names = Vec::new();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let column = arrow_cast::cast(batch.column_by_name("DeviceName").unwrap(), &arrow_schema::DataType::Utf8);
+            let column = column.unwrap();
+            let column = column.as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
+            names.extend(column.iter().map(|n| n.unwrap_or("").to_string()));
+        }
+        names
+    };
+    let together = dir.path().join("together");
+    run(&[&input], &together, MatchMode::Kql);
+    let apart = dir.path().join("apart");
+    run_window(&[&input], &apart, "2026-11-01", "2026-11-01");
+    run_window(&[&input], &apart, "2026-11-02", "2026-11-02");
+    for out in [&together, &apart] {
+        assert_eq!(names(out, "2026-11-01"), ["zeta-host"], "{}", out.display());
+        assert_eq!(names(out, "2026-11-02"), ["alpha-host"], "{}", out.display());
+    }
 }
