@@ -91,6 +91,17 @@ pub fn plan_metadata(
     };
     let missing_columns =
         [schema::DEVICE_ID, schema::ACTION_TYPE, schema::REMOTE_URL].into_iter().filter(|c| !has(c)).collect();
+    // A RemoteUrl of another type (a list, a struct, a number) would be cast to some text or to
+    // nothing and quietly match nothing, or look like an evasion: the file is refused instead.
+    if let Ok(url) = arrow_schema.field_with_name(schema::REMOTE_URL) {
+        if !is_text(url.data_type()) {
+            let message = format!(
+                "column `RemoteUrl` is of type {}; it must hold text (a URL or host name): export it as a string column",
+                url.data_type()
+            );
+            return Err(parquet_error(path, message));
+        }
+    }
 
     let time_field = arrow_schema.field_with_name(time_name).map_err(|e| parquet_error(path, e))?;
     let unit = match time_field.data_type() {
@@ -132,6 +143,20 @@ pub fn plan_metadata(
         });
     }
     Ok(PlannedFile { units, row_groups_pruned, rows_pruned, missing_columns })
+}
+
+/// Strings, bytes, or a dictionary of either.
+fn is_text(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Utf8
+        | DataType::LargeUtf8
+        | DataType::Utf8View
+        | DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView => true,
+        DataType::Dictionary(_, values) => is_text(values),
+        _ => false,
+    }
 }
 
 /// Rejects a footer whose column chunks lie at negative offsets or sizes: the reader asserts

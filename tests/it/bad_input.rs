@@ -76,11 +76,12 @@ fn gzip_members(path: &Path, first: &[u8], member: &[u8], copies: usize) {
 
 /// A small valid Parquet file: `rows` events to the gateway on 2026-11-03.
 fn parquet_bytes(rows: usize, time: Option<ArrayRef>) -> Vec<u8> {
-    parquet_with(rows, time, None)
+    parquet_with(rows, time, None, None)
 }
 
-/// [`parquet_bytes`] with other times or ports (Int32 443 by default).
-fn parquet_with(rows: usize, time: Option<ArrayRef>, ports: Option<ArrayRef>) -> Vec<u8> {
+/// [`parquet_bytes`] with other times, ports (Int32 443 by default) or RemoteUrl values (the
+/// gateway as text by default).
+fn parquet_with(rows: usize, time: Option<ArrayRef>, ports: Option<ArrayRef>, urls: Option<ArrayRef>) -> Vec<u8> {
     let start = Day::parse("2026-11-03").unwrap().start_micros();
     let time: ArrayRef = time.unwrap_or_else(|| {
         Arc::new(TimestampMicrosecondArray::from_iter_values((0..rows).map(|i| start + i as i64)).with_timezone("UTC"))
@@ -89,7 +90,7 @@ fn parquet_with(rows: usize, time: Option<ArrayRef>, ports: Option<ArrayRef>) ->
         ("Timestamp", time),
         ("DeviceId", Arc::new(StringArray::from_iter_values((0..rows).map(|i| format!("d{i}")))) as ArrayRef),
         ("ActionType", Arc::new(StringArray::from_iter_values((0..rows).map(|_| "ConnectionSuccess"))) as ArrayRef),
-        ("RemoteUrl", Arc::new(StringArray::from_iter_values((0..rows).map(|_| GW))) as ArrayRef),
+        ("RemoteUrl", urls.unwrap_or_else(|| Arc::new(StringArray::from_iter_values((0..rows).map(|_| GW))))),
         ("RemotePort", ports.unwrap_or_else(|| Arc::new(Int32Array::from_iter_values((0..rows).map(|_| 443))))),
     ])
     .unwrap();
@@ -103,7 +104,12 @@ fn parquet_with(rows: usize, time: Option<ArrayRef>, ports: Option<ArrayRef>) ->
 /// A Parquet file of events to the gateway on 2026-11-03, one per value of `ports` (a
 /// `RemotePort` column of any type).
 fn parquet_ports(path: &Path, ports: ArrayRef) {
-    write(path, parquet_with(ports.len(), None, Some(ports)));
+    write(path, parquet_with(ports.len(), None, Some(ports), None));
+}
+
+/// A Parquet file whose `RemoteUrl` column is `urls`, of any type.
+fn parquet_urls(path: &Path, urls: ArrayRef) {
+    write(path, parquet_with(urls.len(), None, None, Some(urls)));
 }
 
 /// INT96 times (Spark, Hive, older Data Factory) at 2300-01-01 and 1969-07-20, past what
@@ -188,6 +194,25 @@ fn cases() -> Vec<Case> {
                 "boolean-time.parquet",
                 "the time column has type Boolean, which is not a timestamp",
             ]),
+        },
+        Case {
+            name: "a RemoteUrl column of numbers",
+            file: "url-int64.parquet",
+            make: |p| parquet_urls(p, Arc::new(Int64Array::from(vec![443, 80]))),
+            limits: defaults,
+            expect: Expect::Fails(&["url-int64.parquet", "column `RemoteUrl` is of type Int64; it must hold text"]),
+        },
+        Case {
+            name: "a RemoteUrl column of lists (would read as `[host]`, an evasion look)",
+            file: "url-list.parquet",
+            make: |p| {
+                let mut list = arrow_array::builder::ListBuilder::new(arrow_array::builder::StringBuilder::new());
+                list.values().append_value(GW);
+                list.append(true);
+                parquet_urls(p, Arc::new(list.finish()))
+            },
+            limits: defaults,
+            expect: Expect::Fails(&["url-list.parquet", "column `RemoteUrl` is of type List("]),
         },
         Case {
             name: "a footer claiming a huge size",
