@@ -2455,21 +2455,10 @@ fn push_iso7(out: &mut Vec<u8>, micros: i64) {
 }
 
 fn push_int(out: &mut Vec<u8>, v: i64) {
-    let mut digits = [0u8; 20];
-    let mut n = v.unsigned_abs();
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
     if v < 0 {
         out.push(b'-');
     }
-    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(crate::time::decimal(v.unsigned_abs(), &mut [0u8; 20]));
 }
 
 fn push_json_str(out: &mut Vec<u8>, s: &str) {

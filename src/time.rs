@@ -125,6 +125,20 @@ fn digits(b: &[u8]) -> Option<u32> {
 pub const MIN_MICROS: i64 = -719_162 * MICROS_PER_DAY;
 pub const END_MICROS: i64 = 2_932_897 * MICROS_PER_DAY;
 
+/// The decimal digits of `n`, written into `digits`: for the writers that build numbers by hand
+/// on every row, where the formatting machinery costs more than the number.
+pub fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &digits[at..];
+        }
+    }
+}
+
 /// Whether a time lies in Kusto's datetime range.
 pub fn in_datetime_range(micros: i64) -> bool {
     (MIN_MICROS..END_MICROS).contains(&micros)

@@ -329,17 +329,7 @@ pub fn activity_identity(out: &mut String, fields: [&str; IDENTITY_FIELDS], lowe
     out.clear();
     for (value, lower) in fields.into_iter().zip(lowercase) {
         let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut n = value.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        out.extend(digits[at..].iter().map(|&d| char::from(d)));
+        out.extend(crate::time::decimal(value.len() as u64, &mut digits).iter().map(|&d| char::from(d)));
         out.push(':');
         let start = out.len();
         out.push_str(value);

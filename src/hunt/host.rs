@@ -122,20 +122,10 @@ fn bare_host(text: &str) -> Option<&str> {
 /// any other shape, which the full rules handle.
 #[inline]
 fn bare_url_host(url: &str) -> Option<&str> {
-    let bytes = url.as_bytes();
-    let colon = bytes.iter().position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')))?;
-    if colon == 0 || !bytes[0].is_ascii_alphabetic() || !bytes[colon..].starts_with(b"://") {
-        return None;
-    }
-    let start = colon + 3;
-    let authority_end =
-        bytes[start..].iter().position(|&c| matches!(c, b'/' | b'?' | b'#')).map_or(bytes.len(), |i| start + i);
-    let authority = &bytes[start..authority_end];
-    let host_end = authority.iter().position(|&c| c == b':').unwrap_or(authority.len());
-    let (host, port) = authority.split_at(host_end);
-    let port_ok = port.is_empty() || (port.len() > 1 && port[1..].iter().all(u8::is_ascii_digit));
-    let host_ok = host.last().is_some_and(|&c| c != b'.') && host.iter().all(|&c| BARE_HOST_BYTE[c as usize]);
-    (port_ok && host_ok).then(|| &url[start..start + host_end])
+    let authority = authority_of(strip_scheme(url)?);
+    let (host, port) = authority.split_at(authority.find(':').unwrap_or(authority.len()));
+    let port_ok = port.is_empty() || (port.len() > 1 && port[1..].bytes().all(|c| c.is_ascii_digit()));
+    bare_host(host).filter(|_| port_ok)
 }
 
 /// The host a connection to `remote_url` goes to, normalized (DESIGN §1):

@@ -114,17 +114,14 @@ struct Findings {
 
 impl Findings {
     fn add(&mut self, rows: impl IntoIterator<Item = FindingRow>) {
-        for f in rows {
+        let rows: Vec<FindingRow> = rows.into_iter().collect();
+        for f in &rows {
             self.total += 1;
             *self.by_severity.entry(f.severity).or_default() += 1;
             let worst = self.worst.entry(f.day.clone()).or_insert(f.severity);
             *worst = (*worst).max(f.severity);
-            self.listed.push(f);
         }
-        // A stable sort of the rows kept and those that came lists what sorting every row would
-        // have listed first: a row that did not make the first rows before cannot make them now.
-        self.listed.sort_by(listed_order);
-        self.listed.truncate(MAX_FINDING_ROWS);
+        super::summary::keep_first(&mut self.listed, rows, MAX_FINDING_ROWS, listed_order);
     }
 }
 

@@ -153,22 +153,37 @@ impl FindingsSummary {
     /// equal in all three in the order they were added: days must be added in order, each in
     /// the detectors' order, for the list to be that of sorting every finding of the run.
     pub fn add(&mut self, findings: Vec<Finding>) {
-        for finding in findings {
+        for finding in &findings {
             self.total += 1;
             *self.by_severity.entry(finding.severity).or_default() += 1;
             *self.by_type.entry(finding.finding_type).or_default() += 1;
-            // After every finding that ranks with it: a stable sort keeps the earlier one first.
-            let at = self.top.partition_point(|kept| listed_order(kept, &finding) != Ordering::Greater);
-            if at < SHOWN_FINDINGS {
-                self.top.insert(at, finding);
-                self.top.truncate(SHOWN_FINDINGS);
-            }
         }
+        keep_first(&mut self.top, findings, SHOWN_FINDINGS, listed_order);
     }
 
     pub fn count(&self, severity: Severity) -> usize {
         self.by_severity.get(&severity).copied().unwrap_or(0)
     }
+}
+
+/// Adds `new` to `kept` (sorted by `order`, at most `n`) and keeps the first `n` of everything
+/// added so far, equals in the order they came: what a stable sort of every item would list
+/// first, without holding every item. Only what beats the last one kept can enter, so a storm
+/// of items costs a comparison each.
+pub(crate) fn keep_first<T>(
+    kept: &mut Vec<T>,
+    new: impl IntoIterator<Item = T>,
+    n: usize,
+    order: impl Fn(&T, &T) -> Ordering,
+) {
+    let full = kept.len() >= n;
+    let mut entering: Vec<T> = new
+        .into_iter()
+        .filter(|item| !full || kept.last().is_some_and(|last| order(item, last) == Ordering::Less))
+        .collect();
+    kept.append(&mut entering);
+    kept.sort_by(&order);
+    kept.truncate(n);
 }
 
 fn listed_order(a: &Finding, b: &Finding) -> Ordering {

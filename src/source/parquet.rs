@@ -240,7 +240,7 @@ enum UrlReader<'v> {
     Dictionary {
         keys: Vec<usize>,
         valid: Option<arrow_buffer::NullBuffer>,
-        values: arrow_array::StringArray,
+        values: &'v arrow_array::StringArray,
         verdicts: &'v mut Vec<u8>,
     },
     Absent,
@@ -250,7 +250,8 @@ enum UrlReader<'v> {
 /// hands every batch of a chunk the same dictionary, so each entry is tested once per chunk.
 #[derive(Default)]
 struct DictionaryVerdicts {
-    dictionary: Option<arrow_array::ArrayRef>,
+    /// The chunk's dictionary as the reader hands it, and its entries as text (cast once).
+    dictionary: Option<(arrow_array::ArrayRef, arrow_array::StringArray)>,
     /// Per entry: 0 not yet tested, 1 irrelevant, 2 relevant.
     verdicts: Vec<u8>,
 }
@@ -264,19 +265,20 @@ impl<'v> UrlReader<'v> {
             DataType::Utf8View => UrlReader::View(array.as_string_view().clone()),
             DataType::Dictionary(_, _) => {
                 let dict = array.as_any_dictionary();
-                if !known.dictionary.as_ref().is_some_and(|d| Arc::ptr_eq(d, dict.values())) {
-                    known.dictionary = Some(dict.values().clone());
+                if !known.dictionary.as_ref().is_some_and(|(d, _)| Arc::ptr_eq(d, dict.values())) {
+                    let Ok(text) = arrow_cast::cast(dict.values().as_ref(), &DataType::Utf8) else {
+                        return UrlReader::Absent;
+                    };
+                    known.dictionary = Some((dict.values().clone(), text.as_string::<i32>().clone()));
                     known.verdicts.clear();
                     known.verdicts.resize(dict.values().len(), 0);
                 }
-                match arrow_cast::cast(dict.values().as_ref(), &DataType::Utf8) {
-                    Ok(values) => UrlReader::Dictionary {
-                        keys: dict.normalized_keys(),
-                        valid: dict.keys().logical_nulls(),
-                        verdicts: &mut known.verdicts,
-                        values: values.as_string::<i32>().clone(),
-                    },
-                    Err(_) => UrlReader::Absent,
+                let (_, values) = known.dictionary.as_ref().expect("set just above");
+                UrlReader::Dictionary {
+                    keys: dict.normalized_keys(),
+                    valid: dict.keys().logical_nulls(),
+                    values,
+                    verdicts: &mut known.verdicts,
                 }
             }
             _ => match arrow_cast::cast(array, &DataType::Utf8) {
