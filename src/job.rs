@@ -24,7 +24,7 @@ use crate::azure::{Azure, IdentityKind};
 use crate::baseline::history::{DayData, History};
 use crate::config::Settings;
 use crate::detect::{self, Context, Finding};
-use crate::hunt::Partial;
+use crate::hunt::{HuntCounts, Partial};
 use crate::sink::blob::BlobStore;
 use crate::sink::local::LocalDir;
 use crate::sink::lock::{LockError, RunLock};
@@ -56,9 +56,10 @@ pub struct RunRequest {
     pub credential: Option<Arc<dyn TokenCredential>>,
 }
 
-/// A finished run: the merged aggregate, the days written, the run record.
+/// A finished run: the days written, what the terminal shows of them, the run record.
 pub struct RunOutcome {
-    pub partial: Partial,
+    /// Per day written: ActionType → Connections (distinct devices) under the run's match mode.
+    pub connections: BTreeMap<Day, BTreeMap<String, usize>>,
     pub days: Vec<Day>,
     /// What the run found: the counts and the first findings by severity and score (the
     /// findings table holds them all).
@@ -255,10 +256,10 @@ pub fn run(request: &RunRequest) -> Result<RunOutcome, (RunError, RunRecord)> {
     let results = Results::for_run(store.clone(), &run_id);
     let outcome = recover(store.as_ref(), &run_id)
         .and_then(|()| execute(request, side.as_ref(), &results, &mut record))
-        .and_then(|(partial, days, tables, findings)| {
+        .and_then(|(connections, days, tables, findings)| {
             record.status = "succeeded".into();
             publish(&results, &lock, &mut record, started_at)?;
-            Ok((partial, days, tables, findings))
+            Ok((connections, days, tables, findings))
         });
     let release = |lock: RunLock| {
         if let Err(e) = lock.release() {
@@ -266,7 +267,7 @@ pub fn run(request: &RunRequest) -> Result<RunOutcome, (RunError, RunRecord)> {
         }
     };
     let (mut error, outcome, tables) = match outcome {
-        Ok((partial, days, tables, findings)) => (None, Some((partial, days, findings)), tables),
+        Ok((connections, days, tables, findings)) => (None, Some((connections, days, findings)), tables),
         Err(error) => {
             // A committed run keeps its staged objects: the next run moves them into place.
             let committed = matches!(error, RunError::CommitUnfinished(_));
@@ -305,9 +306,9 @@ pub fn run(request: &RunRequest) -> Result<RunOutcome, (RunError, RunRecord)> {
     }
     release(lock);
     match (error, outcome) {
-        (None, Some((partial, days, findings))) => {
+        (None, Some((connections, days, findings))) => {
             let report = store.locate(crate::sink::report::REPORT);
-            Ok(RunOutcome { partial, days, findings, record, results: store.location(), report })
+            Ok(RunOutcome { connections, days, findings, record, results: store.location(), report })
         }
         (Some(error), _) => Err((error, record)),
         (None, None) => unreachable!("a run without an outcome has an error"),
@@ -416,10 +417,9 @@ fn finish_record(store: &Results, record: &mut RunRecord, started_at: i64) -> Re
     store.write_at(&prefix, &format!("run-{}", record.run_id), &record.to_table())
 }
 
-/// The merged aggregate, the days of the run, and every table written (for Sentinel).
-type Executed = (Partial, Vec<Day>, Vec<Table>, FindingsSummary);
-/// The merged aggregate, the days of the run, and every table written.
-type Written = (Partial, Vec<Day>, Vec<Table>);
+/// What the terminal shows of each day, the days of the run, the tables written (for Sentinel,
+/// when it is configured) and what the detectors found.
+type Executed = (BTreeMap<Day, BTreeMap<String, usize>>, Vec<Day>, Vec<Table>, FindingsSummary);
 
 fn execute(
     request: &RunRequest,
@@ -437,12 +437,19 @@ fn execute(
         limits: settings.limits,
     };
     let clock = Instant::now();
-    let (partial, stats) = match (&settings.log_analytics, side) {
-        (Some(la), Some(side)) => scan_log_analytics(request, la, side, options, record)?,
-        _ => scan_files(request, side.map(|s| &s.azure), &options, record)?,
+    let mut writer = DayWriter::new(store, settings);
+    let stats = match (&settings.log_analytics, side) {
+        (Some(la), Some(side)) => {
+            let (partial, stats) = scan_log_analytics(request, la, side, options, record)?;
+            writer.add_all(partial)?;
+            stats
+        }
+        _ => scan_files(request, side.map(|s| &s.azure), &options, record, &mut writer)?,
     };
     record.durations_ms.insert("scan", clock.elapsed().as_millis() as u64);
-    let (partial, days, written) = write(request, store, record, partial, stats)?;
+    let days = finish_days(record, stats, &mut writer)?;
+    record.durations_ms.insert("write", writer.writing.as_millis() as u64);
+    let DayWriter { connections, tables: written, .. } = writer;
     // The tables are kept in memory only for Sentinel, which sends them after the commit; on a
     // large night the findings' alone are gigabytes.
     let mut written = settings.sentinel.is_some().then_some(written);
@@ -461,7 +468,7 @@ fn execute(
         store.put(&complete_marker(day), bytes::Bytes::from(marker.to_string())).map_err(RunError::Detect)?;
     }
     record.durations_ms.insert("detect", clock.elapsed().as_millis() as u64);
-    Ok((partial, days, written.unwrap_or_default(), findings))
+    Ok((connections, days, written.unwrap_or_default(), findings))
 }
 
 /// The query API: windows over the run's days, each answer folded into a partial on rayon.
@@ -518,7 +525,8 @@ fn scan_files(
     azure: Option<&Azure>,
     options: &ScanOptions,
     record: &mut RunRecord,
-) -> Result<(Partial, ScanStats), RunError> {
+    writer: &mut DayWriter<'_>,
+) -> Result<ScanStats, RunError> {
     let settings = &request.settings;
     let (mut plan, reader) = match (&settings.source_blob, azure) {
         (Some(source), Some(azure)) => {
@@ -589,41 +597,221 @@ fn scan_files(
         bar.inc(unit.weight());
         Ok::<_, SourceError>((partial, stats))
     };
-    let empty = || (Partial::default(), ScanStats::default());
-    // Merged sets are checked, not the sum of the units': a device seen in every file counts once.
-    let merge = |a: (Partial, ScanStats), b: (Partial, ScanStats)| {
-        let partial = a.0.merge(b.0);
-        within_device_budget(&partial, None)?;
-        Ok((partial, a.1.merge(b.1, keep)))
-    };
-    let units = std::mem::take(&mut plan.units);
-    let (partial, mut stats) = match &reader {
-        None => units.par_iter().map(|unit| scan(unit, None)).try_reduce(empty, merge)?,
-        // tokio fetches ahead; rayon decodes what arrives, never more than a few units at once.
-        Some(reader) => reader
-            .fetch(units, options)
-            .par_bridge()
-            .map(|fetched| fetched.and_then(|(unit, bytes)| scan(&unit, Some(bytes))))
-            .try_reduce(empty, merge)?,
-    };
+    let mut units = std::mem::take(&mut plan.units);
+    // Days in order, so that each is whole (and written, and let go of) early; units that can
+    // hold any day first, as no day is whole before they are read.
+    units.sort_by_key(|unit| unit.days().map(|(first, last)| (first, last)));
+    let mut pending = PendingDays::new(&units, options.window);
+    let threads = rayon::current_num_threads();
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<Scanned, SourceError>>(threads);
+    let scanned = std::thread::scope(|scope| -> Result<ScanStats, RunError> {
+        let reader = reader.as_ref();
+        let producer = scope.spawn(move || {
+            // Units are taken in order as workers free up (`par_bridge`); a send blocks while the
+            // writer is behind, so at most a few units' aggregates wait.
+            let deliver = |item: Result<(Unit, Option<Fetched>), SourceError>| -> Result<(), ()> {
+                let result = item.and_then(|(unit, fetched)| {
+                    let (partial, stats) = scan(&unit, fetched)?;
+                    Ok(Scanned { path: unit.path().to_path_buf(), days: unit.days(), partial, stats })
+                });
+                let failed = result.is_err();
+                // A closed channel means the writer stopped (an error); so do the workers.
+                if sender.send(result).is_err() || failed {
+                    return Err(());
+                }
+                Ok(())
+            };
+            let _ = match reader {
+                None => units.into_iter().par_bridge().try_for_each(|unit| deliver(Ok((unit, None)))),
+                // tokio fetches ahead; rayon decodes what arrives, never more than a few units at once.
+                Some(reader) => reader
+                    .fetch(units, options)
+                    .par_bridge()
+                    .try_for_each(|fetched| deliver(fetched.map(|(unit, bytes)| (unit, Some(bytes))))),
+            };
+        });
+        let mut stats = ScanStats::default();
+        let mut open: BTreeMap<Day, Partial> = BTreeMap::new();
+        for scanned in receiver {
+            let Scanned { path, days, partial, stats: unit_stats } = scanned?;
+            stats = stats.merge(unit_stats, keep);
+            let (counts, by_day) = partial.into_days();
+            writer.counts.add(counts);
+            for (day, partial) in by_day {
+                if writer.has_written(day) {
+                    return Err(SourceError::Format {
+                        path,
+                        message: format!(
+                            "its rows of {day} lie outside the days its time statistics give, and that day was already written; rewrite the file with correct statistics"
+                        ),
+                    }
+                    .into());
+                }
+                let merged = match open.remove(&day) {
+                    Some(into) => into.merge(partial),
+                    None => partial,
+                };
+                // Merged sets are checked, not the sum of the units': a device seen in every
+                // file counts once.
+                within_device_budget(&merged, None)?;
+                open.insert(day, merged);
+            }
+            pending.read(days);
+            let whole: Vec<Day> = open.keys().copied().filter(|&day| pending.is_whole(day)).collect();
+            for day in whole {
+                if let Some(partial) = open.remove(&day) {
+                    writer.write(day, &partial)?;
+                }
+            }
+        }
+        for (day, partial) in std::mem::take(&mut open) {
+            writer.write(day, &partial)?;
+        }
+        let _ = producer.join();
+        Ok(stats)
+    });
     bar.finish_and_clear();
+    let mut stats = scanned?;
     if let Some(reader) = &reader {
         tracing::info!(source = %reader.url(), bytes_listed = plan.bytes, bytes_fetched = reader.bytes_fetched(), "Read the blob source.");
     }
     stats.row_groups_pruned += plan.row_groups_pruned;
     stats.rows_pruned += plan.rows_pruned;
-    Ok((partial, stats))
+    Ok(stats)
 }
 
-/// Every table of every day, staged in the results store; the tables are returned for Sentinel.
-fn write(
-    request: &RunRequest,
-    store: &Results,
-    record: &mut RunRecord,
-    mut partial: Partial,
+/// One unit's aggregate, on its way from a worker to the writer.
+struct Scanned {
+    path: PathBuf,
+    days: Option<(Day, Day)>,
+    partial: Partial,
     stats: ScanStats,
-) -> Result<Written, RunError> {
-    let settings = &request.settings;
+}
+
+/// The units still to read per day they can hold rows of: a day is whole once none is left, nor
+/// any unit that can hold any day (JSON lines, CSV, Parquet without time statistics).
+struct PendingDays {
+    known: BTreeMap<Day, usize>,
+    anywhere: usize,
+}
+
+impl PendingDays {
+    /// A unit spanning more days than this is taken to span any (a stray time in the statistics
+    /// must not cost a map entry per day since 1970).
+    const MAX_SPAN: i32 = 400;
+
+    fn span(days: Option<(Day, Day)>, window: Option<(Day, Day)>) -> Option<(Day, Day)> {
+        let (mut first, mut last) = days?;
+        if let Some((from, to)) = window {
+            first = first.max(from);
+            last = last.min(to);
+        }
+        (last.0 - first.0 <= Self::MAX_SPAN).then_some((first, last))
+    }
+
+    fn new(units: &[Unit], window: Option<(Day, Day)>) -> PendingDays {
+        let mut pending = PendingDays { known: BTreeMap::new(), anywhere: 0 };
+        for unit in units {
+            match Self::span(unit.days(), window) {
+                Some((first, last)) => {
+                    for day in first.through(last) {
+                        *pending.known.entry(day).or_default() += 1;
+                    }
+                }
+                None => pending.anywhere += 1,
+            }
+        }
+        pending
+    }
+
+    fn read(&mut self, days: Option<(Day, Day)>) {
+        // `days` is the unit's own statistics, so the window is the one `new` was given.
+        match Self::span(days, None) {
+            Some((first, last)) => {
+                for day in first.through(last) {
+                    if let Some(n) = self.known.get_mut(&day) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+            }
+            None => self.anywhere = self.anywhere.saturating_sub(1),
+        }
+    }
+
+    fn is_whole(&self, day: Day) -> bool {
+        self.anywhere == 0 && self.known.get(&day).is_none_or(|&n| n == 0)
+    }
+}
+
+/// Stages each day's tables as soon as the day is whole, and keeps what the run reports of it.
+struct DayWriter<'a> {
+    store: &'a Results,
+    settings: &'a Settings,
+    /// The row counts of the whole run.
+    counts: HuntCounts,
+    connections: BTreeMap<Day, BTreeMap<String, usize>>,
+    /// Every table written, for Sentinel (empty when it is not configured).
+    tables: Vec<Table>,
+    /// Time spent staging tables (mostly while the scan goes on).
+    writing: std::time::Duration,
+}
+
+impl<'a> DayWriter<'a> {
+    fn new(store: &'a Results, settings: &'a Settings) -> DayWriter<'a> {
+        DayWriter {
+            store,
+            settings,
+            counts: HuntCounts::default(),
+            connections: BTreeMap::new(),
+            tables: Vec::new(),
+            writing: std::time::Duration::ZERO,
+        }
+    }
+
+    fn has_written(&self, day: Day) -> bool {
+        self.connections.contains_key(&day)
+    }
+
+    /// Writes the days of a whole-run aggregate (the workspace source's).
+    fn add_all(&mut self, partial: Partial) -> Result<(), SinkError> {
+        let (counts, by_day) = partial.into_days();
+        self.counts.add(counts);
+        for (day, partial) in by_day {
+            self.write(day, &partial)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, day: Day, partial: &Partial) -> Result<(), SinkError> {
+        let clock = Instant::now();
+        let settings = self.settings;
+        let day_tables = [
+            tables::daily(partial, settings.match_mode, day),
+            tables::hosts(partial, settings, day),
+            tables::processes(partial, settings, day),
+        ];
+        for table in &day_tables {
+            self.store.write_day(table, day)?;
+        }
+        // Only the detectors read it back: Parquet only, not sent to Sentinel, not kept when
+        // they are off (those days then give them no history).
+        if settings.detect.enabled {
+            self.store.write_day_parquet(&tables::device_hosts(partial, settings, day), day)?;
+        }
+        let shown = partial.daily(settings.match_mode).iter().filter(|((d, _), _)| *d == day);
+        self.connections.insert(day, shown.map(|((_, action), agg)| (action.to_string(), agg.devices.len())).collect());
+        if settings.sentinel.is_some() {
+            self.tables.extend(day_tables);
+        }
+        self.writing += clock.elapsed();
+        Ok(())
+    }
+}
+
+/// The days of the run: those of the window (or of the input) that have rows. Days the scan did
+/// not write (rows, but none to a telemetry host) get their empty tables here.
+fn finish_days(record: &mut RunRecord, stats: ScanStats, writer: &mut DayWriter<'_>) -> Result<Vec<Day>, RunError> {
+    let settings = writer.settings;
     // A day without a single input row is missing input, not a day of silence: writing zeros
     // would replace what the store holds for it, mark it complete and raise false drops.
     let (days, missing): (Vec<Day>, Vec<Day>) = match record.window {
@@ -636,12 +824,17 @@ fn write(
     if days.is_empty() && !missing.is_empty() {
         return Err(RunError::NoInput { from: missing[0], to: missing[missing.len() - 1] });
     }
+    for &day in &days {
+        if !writer.has_written(day) {
+            writer.write(day, &Partial::default())?;
+        }
+    }
     record.days = days.len();
     if record.window.is_none() {
         record.window = days.first().copied().zip(days.last().copied());
     }
-    record.counts = partial.counts.clone();
-    record.excluded_by_rule = partial
+    record.counts = writer.counts.clone();
+    record.excluded_by_rule = writer
         .counts
         .excluded_by_rule
         .iter()
@@ -651,32 +844,7 @@ fn write(
         tracing::warn!(rejected = stats.rejects.total(), reasons = ?stats.rejects.by_reason, "Some rows were malformed; they are counted and sampled in the run record.");
     }
     record.stats = stats;
-
-    let clock = Instant::now();
-    let written = days
-        .par_iter()
-        .map(|&day| -> Result<Vec<Table>, SinkError> {
-            let day_tables = vec![
-                tables::daily(&partial, settings.match_mode, day),
-                tables::hosts(&partial, settings, day),
-                tables::processes(&partial, settings, day),
-            ];
-            for table in &day_tables {
-                store.write_day(table, day)?;
-            }
-            // Only the detectors read it back: Parquet only, not sent to Sentinel, not kept when
-            // they are off (those days then give them no history).
-            if settings.detect.enabled {
-                store.write_day_parquet(&tables::device_hosts(&partial, settings, day), day)?;
-            }
-            Ok(day_tables)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    // The detectors read the device tables back from the store; the activity they were built
-    // from is the bulk of the aggregate on a large night and is not needed again.
-    partial.release_activity();
-    record.durations_ms.insert("write", clock.elapsed().as_millis() as u64);
-    Ok((partial, days, written.into_iter().flatten().collect()))
+    Ok(days)
 }
 
 /// The object that says a day is complete (its tables and findings committed).

@@ -4,7 +4,7 @@
 //! set of its DeviceIds, so `Connections` is exact at any size. Only rows that matched a host
 //! reach a set, which keeps memory proportional to telemetry rows, not to the input.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, TimestampMicrosecondType};
@@ -369,6 +369,21 @@ pub struct HuntCounts {
     pub rows_without_device: u64,
 }
 
+impl HuntCounts {
+    pub fn add(&mut self, other: HuntCounts) {
+        self.rows_hunted += other.rows_hunted;
+        self.rows_out_of_scope += other.rows_out_of_scope;
+        self.rows_reference_kql += other.rows_reference_kql;
+        self.rows_reference_normalized += other.rows_reference_normalized;
+        self.rows_evading += other.rows_evading;
+        self.rows_telemetry += other.rows_telemetry;
+        self.rows_without_device += other.rows_without_device;
+        for (rule, n) in other.excluded_by_rule {
+            *self.excluded_by_rule.entry(rule).or_default() += n;
+        }
+    }
+}
+
 /// A partial aggregate: built per batch, merged by `reduce`.
 #[derive(Debug, Default, Clone)]
 pub struct Partial {
@@ -426,11 +441,97 @@ where
 }
 
 impl Partial {
-    /// Frees the per-device activity and what only it refers to (identities, device names).
-    pub fn release_activity(&mut self) {
-        self.activity = FxHashMap::default();
-        self.identities = Interner::default();
-        self.device_names = FxHashMap::default();
+    /// The groups split by day, each day a partial of its own (with its own device and identity
+    /// numbering), and the row counts, which belong to the run rather than to a day. The scan
+    /// writes a day, and lets go of it, as soon as every unit that can hold its rows is read; a
+    /// row group of a daily export holds one day, or two when late rows spill over midnight.
+    pub fn into_days(mut self) -> (HuntCounts, BTreeMap<Day, Partial>) {
+        let counts = std::mem::take(&mut self.counts);
+        self.url_memo = GroupMap::default();
+        let mut days: BTreeSet<Day> = self.activity.keys().copied().collect();
+        days.extend(self.daily_kql.keys().chain(self.daily_normalized.keys()).map(|k| k.0));
+        days.extend(self.hosts.keys().map(|k| k.0));
+        days.extend(self.failed.keys().map(|k| k.0));
+        days.extend(self.processes.keys().map(|k| k.0));
+        days.extend(self.device_names.keys().map(|k| k.0));
+        if days.len() <= 1 {
+            return (counts, days.first().map(|&day| (day, self)).into_iter().collect());
+        }
+
+        /// One day's partial and the old ids it has renumbered (`u32::MAX`: not yet).
+        struct Split {
+            part: Partial,
+            devices: Vec<u32>,
+            identities: Vec<u32>,
+        }
+        fn renumber(slot: &mut u32, into: &mut Interner, from: &Interner, old: u32) -> u32 {
+            if *slot == u32::MAX {
+                *slot = into.intern(from.name(old));
+            }
+            *slot
+        }
+        impl Split {
+            fn device(&mut self, old: u32, from: &Interner) -> u32 {
+                renumber(&mut self.devices[old as usize], &mut self.part.devices, from, old)
+            }
+            fn devices(&mut self, set: FxHashSet<u32>, from: &Interner) -> FxHashSet<u32> {
+                set.into_iter().map(|d| self.device(d, from)).collect()
+            }
+        }
+        let (devices, identities) = (std::mem::take(&mut self.devices), std::mem::take(&mut self.identities));
+        let mut split: BTreeMap<Day, Split> = BTreeMap::new();
+        let sizes = (devices.len(), identities.len());
+        fn of_day(split: &mut BTreeMap<Day, Split>, day: Day, (devices, identities): (usize, usize)) -> &mut Split {
+            split.entry(day).or_insert_with(|| Split {
+                part: Partial::default(),
+                devices: vec![u32::MAX; devices],
+                identities: vec![u32::MAX; identities],
+            })
+        }
+        for (key, mut agg) in self.daily_kql {
+            let s = of_day(&mut split, key.0, sizes);
+            agg.devices = s.devices(agg.devices, &devices);
+            s.part.daily_kql.insert(key, agg);
+        }
+        for (key, mut agg) in self.daily_normalized {
+            let s = of_day(&mut split, key.0, sizes);
+            agg.devices = s.devices(agg.devices, &devices);
+            s.part.daily_normalized.insert(key, agg);
+        }
+        for (key, mut agg) in self.hosts {
+            let s = of_day(&mut split, key.0, sizes);
+            agg.group.devices = s.devices(agg.group.devices, &devices);
+            s.part.hosts.insert(key, agg);
+        }
+        for (key, set) in self.failed {
+            let s = of_day(&mut split, key.0, sizes);
+            let set = s.devices(set, &devices);
+            s.part.failed.insert(key, set);
+        }
+        for (key, mut agg) in self.processes {
+            let s = of_day(&mut split, key.0, sizes);
+            agg.devices = s.devices(agg.devices, &devices);
+            s.part.processes.insert(key, agg);
+        }
+        for ((day, device), name) in self.device_names {
+            let s = of_day(&mut split, day, sizes);
+            let device = s.device(device, &devices);
+            s.part.device_names.insert((day, device), name);
+        }
+        for (day, activity) in self.activity {
+            let s = of_day(&mut split, day, sizes);
+            let renumbered = activity
+                .into_iter()
+                .map(|((device, identity, port, spelled, excluded), agg)| {
+                    let device = s.device(device, &devices);
+                    let identity =
+                        renumber(&mut s.identities[identity as usize], &mut s.part.identities, &identities, identity);
+                    ((device, identity, port, spelled, excluded), agg)
+                })
+                .collect();
+            s.part.activity.insert(day, renumbered);
+        }
+        (counts, split.into_iter().map(|(day, s)| (day, s.part)).collect())
     }
 
     /// Merges another partial into this one. Associative and commutative, so rayon may reduce
@@ -480,17 +581,7 @@ impl Partial {
         });
         merge_maps(&mut self.failed, other.failed, |a, b| a.extend(b));
         merge_maps(&mut self.processes, other.processes, GroupAgg::merge);
-        let (c, o) = (&mut self.counts, other.counts);
-        c.rows_hunted += o.rows_hunted;
-        c.rows_out_of_scope += o.rows_out_of_scope;
-        c.rows_reference_kql += o.rows_reference_kql;
-        c.rows_reference_normalized += o.rows_reference_normalized;
-        c.rows_evading += o.rows_evading;
-        c.rows_telemetry += o.rows_telemetry;
-        c.rows_without_device += o.rows_without_device;
-        for (rule, n) in o.excluded_by_rule {
-            *c.excluded_by_rule.entry(rule).or_default() += n;
-        }
+        self.counts.add(other.counts);
         self
     }
 

@@ -34,10 +34,12 @@ pub fn render(outcome: &RunOutcome, mode: MatchMode, results: &str) -> String {
     let mut s = String::new();
     let mut grid: BTreeMap<Day, BTreeMap<&str, usize>> = BTreeMap::new();
     let mut actions = BTreeSet::new();
-    for ((day, action), agg) in outcome.partial.daily(mode) {
+    for (day, connections) in &outcome.connections {
         if outcome.days.contains(day) {
-            grid.entry(*day).or_default().insert(action, agg.devices.len());
-            actions.insert(action.as_ref());
+            for (action, &n) in connections {
+                grid.entry(*day).or_default().insert(action, n);
+                actions.insert(action.as_str());
+            }
         }
     }
     let _ = writeln!(

@@ -241,6 +241,15 @@ impl Unit {
         }
     }
 
+    /// The first and last UTC day its rows can fall on, when known before reading (Parquet time
+    /// statistics); JSON lines and CSV can hold any day.
+    pub fn days(&self) -> Option<(Day, Day)> {
+        match self {
+            Unit::Parquet(u) => u.days,
+            Unit::Json(_) | Unit::Csv(_) => None,
+        }
+    }
+
     /// Rows this unit will read, for the progress bar (0 when unknown before reading).
     pub fn weight(&self) -> u64 {
         match self {

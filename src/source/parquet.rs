@@ -41,6 +41,8 @@ pub struct ParquetUnit {
     pub object: Option<super::ObjectRef>,
     pub row_groups: Vec<usize>,
     pub rows: u64,
+    /// The first and last UTC day of its rows, by the time column's statistics.
+    pub days: Option<(Day, Day)>,
     metadata: ArrowReaderMetadata,
     time_name: String,
 }
@@ -120,14 +122,15 @@ pub fn plan_metadata(
         if rows == 0 {
             continue;
         }
-        let bounds = match (options.window, unit, leaf.and_then(|l| rg.column(l).statistics())) {
-            (Some(window), Some(unit), Some(Statistics::Int64(s))) => {
-                s.min_opt().zip(s.max_opt()).map(|(min, max)| (window, to_micros(*min, unit), to_micros(*max, unit)))
-            }
+        let bounds = match (unit, leaf.and_then(|l| rg.column(l).statistics())) {
+            (Some(unit), Some(Statistics::Int64(s))) => s
+                .min_opt()
+                .zip(s.max_opt())
+                .map(|(min, max)| (Day::of_micros(to_micros(*min, unit)), Day::of_micros(to_micros(*max, unit)))),
             _ => None,
         };
-        if let Some(((from, to), min, max)) = bounds {
-            if Day::of_micros(max) < from || Day::of_micros(min) > to {
+        if let (Some((from, to)), Some((first, last))) = (options.window, bounds) {
+            if last < from || first > to {
                 row_groups_pruned += 1;
                 rows_pruned += rows;
                 continue;
@@ -138,6 +141,7 @@ pub fn plan_metadata(
             object: object.clone(),
             row_groups: vec![i],
             rows,
+            days: bounds,
             metadata: metadata.clone(),
             time_name: time_name.to_string(),
         });
@@ -397,6 +401,17 @@ struct Carried {
     urls: std::collections::VecDeque<arrow_array::ArrayRef>,
 }
 
+/// A filtered string-view array still points into every decoded page of its batch, and the
+/// filter carries its kept rows for the whole row group before the first is handed on: copied
+/// out, a reader holds the kept strings instead of the row group's whole decoded RemoteUrl.
+fn compact(urls: arrow_array::ArrayRef) -> arrow_array::ArrayRef {
+    match urls.data_type() {
+        DataType::Utf8View => Arc::new(urls.as_string_view().gc()),
+        DataType::BinaryView => Arc::new(urls.as_binary_view().gc()),
+        _ => urls,
+    }
+}
+
 impl Carried {
     /// The next `rows` kept rows, in order.
     fn take(&mut self, rows: usize) -> Result<(Vec<i64>, Option<arrow_array::ArrayRef>), String> {
@@ -536,7 +551,7 @@ impl ParquetUnit {
                 days.add_to(&mut stats);
                 let keep = BooleanArray::new(keep.finish(), None);
                 if let Some(url_column) = url_column.filter(|_| keep.true_count() > 0) {
-                    carried.urls.push_back(arrow_select::filter::filter(url_column.as_ref(), &keep)?);
+                    carried.urls.push_back(compact(arrow_select::filter::filter(url_column.as_ref(), &keep)?));
                 }
                 offset += batch.num_rows();
                 Ok(keep)
