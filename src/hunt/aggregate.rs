@@ -831,6 +831,59 @@ mod tests {
         items
     }
 
+    /// A partial split by day gives, day by day, the tables the whole partial gives: same
+    /// groups, devices, names and activity, whatever numbering each day got.
+    #[test]
+    fn a_partial_split_by_day_gives_each_day_its_own_tables() {
+        let settings = Config::default().validate().unwrap();
+        let mut builder = RowBuilder::default();
+        let day_one = 1_700_000_000_000_000;
+        for (i, &(device, action, url, port, process, _)) in ROWS.iter().enumerate() {
+            // every row on both days, and the second day's rows in the opposite order
+            for (time, name) in [(day_one, "first"), (day_one + 86_400_000_000 * (1 + i as i64 % 2), "second")] {
+                let mut row = RowValues { time_micros: time, remote_port: Some(port), ..Default::default() };
+                row.text[col::DEVICE_ID] = Some(Cow::Borrowed(device));
+                row.text[col::DEVICE_NAME] = Some(Cow::Owned(format!("{device}-{name}")));
+                row.text[col::ACTION_TYPE] = Some(Cow::Borrowed(action));
+                row.text[col::REMOTE_URL] = Some(Cow::Borrowed(url));
+                row.text[col::PROCESS_FILE_NAME] = Some(Cow::Borrowed(process));
+                builder.push(&row);
+            }
+        }
+        let mut whole = Partial::default();
+        whole.add_batch(&settings, &builder.finish());
+        let expected_counts = whole.counts.clone();
+        let days: Vec<Day> = (0..3).map(|n| Day(Day::of_micros(day_one).0 + n)).collect();
+        let tables_of = |p: &Partial, day: Day| {
+            use crate::sink::tables;
+            [
+                tables::daily(p, crate::hunt::host::MatchMode::Kql, day),
+                tables::daily(p, crate::hunt::host::MatchMode::Normalized, day),
+                tables::hosts(p, &settings, day),
+                tables::processes(p, &settings, day),
+                tables::device_hosts(p, &settings, day),
+            ]
+        };
+        let expected: Vec<_> = days.iter().map(|&day| tables_of(&whole, day)).collect();
+
+        let (counts, split) = whole.into_days();
+        assert_eq!(counts, expected_counts);
+        assert_eq!(split.keys().copied().collect::<Vec<_>>(), days);
+        for (day, expected) in days.iter().zip(&expected) {
+            let part = &split[day];
+            assert_eq!(part.counts, HuntCounts::default());
+            assert!(part.hosts.keys().all(|k| k.0 == *day) && part.activity.keys().all(|d| d == day));
+            assert!(expected[4].rows.len() > 0, "{day} has device activity");
+            assert_eq!(&tables_of(part, *day), expected, "{day}");
+        }
+        // one day: the partial itself
+        let mut one = Partial::default();
+        one.add_batch(&settings, &batch(true).0);
+        let devices = one.devices.len();
+        let (_, split) = one.into_days();
+        assert_eq!((split.len(), split.values().next().map(|p| p.devices.len())), (1, Some(devices)));
+    }
+
     /// A pre-aggregated batch (one row per group, with its event count) gives the partial of
     /// the rows it counts: same groups, devices, events and counts.
     #[test]
