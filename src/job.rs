@@ -926,7 +926,7 @@ pub fn detect_days(
         }
         if let (Some(mut today), Some(findings)) = (today, findings) {
             spent = Some(today.take_evidence());
-            history.push(today);
+            history.push(today, settings);
             scored = Some((day, findings));
         }
     }

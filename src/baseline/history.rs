@@ -73,6 +73,34 @@ pub struct DayData {
     /// name; kept for the day being scored, dropped from history.
     pub evidence: Option<Evidence>,
     pub device_names: FxHashMap<u32, String>,
+    /// What the day adds to the [`WindowIndex`] (kept so it can be taken away again once the
+    /// activity rows are gone).
+    pub window_keys: WindowKeys,
+}
+
+/// A day's entries in the [`WindowIndex`], one per activity row that adds to it.
+#[derive(Debug, Clone, Default)]
+pub struct WindowKeys {
+    /// (host, identity, device) of each row the new-combination detector judges.
+    pub combinations: Vec<(u32, u32, u32)>,
+    /// (device, host, spelling) of each row of a spelling the reference query misses.
+    pub spellings: Vec<(u32, u32, u32)>,
+}
+
+impl WindowKeys {
+    fn of(activity: &[Activity]) -> WindowKeys {
+        let mut keys = WindowKeys {
+            combinations: activity
+                .iter()
+                .filter(|a| crate::detect::new_combination::judged(a))
+                .map(|a| (a.host, a.identity, a.device))
+                .collect(),
+            spellings: activity.iter().filter_map(|a| Some((a.device, a.host, a.spelling?))).collect(),
+        };
+        keys.combinations.shrink_to_fit();
+        keys.spellings.shrink_to_fit();
+        keys
+    }
 }
 
 /// File name, folder, SHA1 and company of a row's initiating process.
@@ -165,16 +193,14 @@ impl WindowIndex {
                 bump(&mut self.active_days, *device, step);
             }
         }
-        for a in &data.activity {
-            if crate::detect::new_combination::judged(a) {
-                let devices = self.combinations.entry((a.host, a.identity)).or_default();
-                if bump(devices, a.device, step) && devices.is_empty() {
-                    self.combinations.remove(&(a.host, a.identity));
-                }
+        for &(host, identity, device) in &data.window_keys.combinations {
+            let devices = self.combinations.entry((host, identity)).or_default();
+            if bump(devices, device, step) && devices.is_empty() {
+                self.combinations.remove(&(host, identity));
             }
-            if let Some(spelling) = a.spelling {
-                bump(&mut self.spellings, (a.device, a.host, spelling), step);
-            }
+        }
+        for &key in &data.window_keys.spellings {
+            bump(&mut self.spellings, key, step);
         }
     }
 }
@@ -330,7 +356,16 @@ impl DayData {
         let mut devices: Vec<(u32, DeviceDay)> = devices.into_iter().collect();
         devices.sort_unstable_by_key(|(device, _)| *device);
         let counts = Default::default();
-        Ok(Some(DayData { day, connections, activity, devices, counts, evidence: Some(evidence), device_names }))
+        Ok(Some(DayData {
+            day,
+            connections,
+            activity,
+            devices,
+            counts,
+            evidence: Some(evidence),
+            device_names,
+            window_keys: WindowKeys::default(),
+        }))
     }
 
     /// A day read with names of its own (on any thread), for [`DayData::adopt`].
@@ -366,8 +401,13 @@ impl DayData {
         (self.evidence.take(), std::mem::take(&mut self.device_names))
     }
 
-    /// What only the day being scored needs.
-    fn forget_evidence(&mut self) {
+    /// Makes the day history: works out what the detectors count of it and what it adds to the
+    /// window, then lets go of what only the day being scored needs (its activity rows, their
+    /// process columns, its device names).
+    fn settle(&mut self, settings: &Settings, names: &Names) {
+        crate::detect::count_day(settings, names, self);
+        self.window_keys = WindowKeys::of(&self.activity);
+        self.activity = Vec::new();
         self.evidence = None;
         self.device_names = FxHashMap::default();
     }
@@ -406,7 +446,7 @@ impl History {
                 continue;
             }
             if let Some(mut data) = DayData::load(results, wanted, settings, &mut self.names)? {
-                data.forget_evidence();
+                data.settle(settings, &self.names);
                 self.index.apply(&data, 1);
                 let at = self.days.partition_point(|d| d.day < wanted);
                 self.days.insert(at, data);
@@ -416,9 +456,9 @@ impl History {
     }
 
     /// Adds the day just scored, so it serves the days after it.
-    pub fn push(&mut self, mut today: DayData) {
-        today.forget_evidence();
+    pub fn push(&mut self, mut today: DayData, settings: &Settings) {
         if self.days.back().is_none_or(|last| last.day < today.day) {
+            today.settle(settings, &self.names);
             self.index.apply(&today, 1);
             self.days.push_back(today);
         }

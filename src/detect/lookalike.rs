@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::{device_series, distinct_devices, Context, Finding, FindingType, Group, Severity};
+use super::{device_series, distinct_devices, Context, DeviceCounts, Finding, FindingType, Group, Severity};
 use crate::baseline::history::{DayData, ProcessClass};
 use crate::hunt::lookalike::LookalikeReason;
 
@@ -51,16 +51,18 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
     findings
 }
 
+/// Per look-alike host: the devices a day had rows to (worked out once per day).
+pub fn devices_per_host(data: &DayData) -> &DeviceCounts<u32> {
+    data.counts.lookalike.get_or_init(|| distinct_devices(data, |a| (!a.listed).then_some(a.host)))
+}
+
 fn lookalike_hosts(ctx: &Context<'_>) -> Vec<Finding> {
     let Some(lookalikes) = ctx.settings.hosts.lookalikes() else { return Vec::new() };
     let mut groups: BTreeMap<u32, Group<'_>> = BTreeMap::new();
     for a in ctx.today.activity.iter().filter(|a| !a.listed) {
         groups.entry(a.host).or_default().add(a, ctx.today.process(a));
     }
-    let devices_on = |data: &DayData, host: u32| {
-        let counts = data.counts.lookalike.get_or_init(|| distinct_devices(data, |a| (!a.listed).then_some(a.host)));
-        counts.get(&host).copied().unwrap_or(0)
-    };
+    let devices_on = |data: &DayData, host: u32| devices_per_host(data).devices(&host);
     let mut findings = Vec::new();
     for (host_id, group) in groups {
         let host = ctx.host(host_id).to_string();

@@ -135,7 +135,7 @@ mod tests {
             let connections =
                 [("ConnectionSuccess", week_success[i % 7] + noise), ("ConnectionFailed", week_failed[i % 7] + noise)];
             let data = day_data(&settings, &mut history.names, day(i as i32 - n as i32), &[], &connections);
-            history.push(data);
+            history.push(data, &settings);
         }
         // day(0) is phase n % 7 = 0 of the pattern: a weekday
         let mut connections = vec![("ConnectionSuccess", success_today)];
@@ -195,7 +195,7 @@ mod tests {
                 &[],
                 &[("ConnectionRequest", 2.0 + (i % 2) as f64)],
             );
-            history.push(data);
+            history.push(data, &settings);
         }
         let today = day_data(&settings, &mut history.names, day(0), &[], &[("ConnectionRequest", 6.0)]);
         let ctx = Context::new(day(0), &settings, &today, &history);
@@ -219,7 +219,7 @@ mod tests {
                 &[],
                 &[("SslConnectionInspected", 20.0 + (i % 3) as f64 - 1.0)],
             );
-            history.push(data);
+            history.push(data, &settings);
         }
         for (today_value, reported) in [(30.0, false), (45.0, true)] {
             let today =

@@ -17,12 +17,19 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::{device_series, distinct_devices, Context, Finding, FindingType, Group, Severity};
+use super::{device_series, distinct_devices, Context, DeviceCounts, Finding, FindingType, Group, Severity};
 use crate::baseline::history::{Activity, DayData, ProcessClass};
 use crate::hunt::rules::matched_folder_prefix;
 
 fn unexpected(a: &Activity) -> bool {
     a.listed && a.class == ProcessClass::Unexpected
+}
+
+/// Per (host, identity): the devices a day had unexpected rows of (worked out once per day).
+pub fn devices_per_key(data: &DayData) -> &DeviceCounts<(u32, u32)> {
+    data.counts
+        .unexpected_process
+        .get_or_init(|| distinct_devices(data, |a| unexpected(a).then_some((a.host, a.identity))))
 }
 
 pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
@@ -36,13 +43,7 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
             *folder = process_folder;
         }
     }
-    let devices_on = |data: &DayData, key: (u32, u32)| {
-        let counts = data
-            .counts
-            .unexpected_process
-            .get_or_init(|| distinct_devices(data, |a| unexpected(a).then_some((a.host, a.identity))));
-        counts.get(&key).copied().unwrap_or(0)
-    };
+    let devices_on = |data: &DayData, key: (u32, u32)| devices_per_key(data).devices(&key);
     let mut findings = Vec::new();
     for ((host_id, identity), (group, folder)) in groups {
         let host = ctx.host(host_id).to_string();

@@ -13,8 +13,29 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::{device_series, distinct_devices, Context, Finding, FindingType, Group, Severity};
+use super::{device_series, distinct_devices, Context, DeviceCounts, Finding, FindingType, Group, Severity};
 use crate::baseline::history::{Activity, DayData, ProcessClass};
+use crate::config::UnusualPortConfig;
+use crate::hunt::aggregate::Interner;
+
+/// The (host, port) of a row to a listed host on a port the host does not serve.
+fn unusual(settings: &UnusualPortConfig, hosts: &Interner, a: &Activity) -> Option<(u32, i32)> {
+    let port = a.port?;
+    // `allowed` without building the list: this runs on every activity row of the window
+    let serves = settings.allowed_ports.contains(&port)
+        || (settings.plain_http_ports.contains(&port)
+            && settings.plain_http_hosts.iter().any(|h| h == hosts.name(a.host)));
+    (a.listed && !serves).then_some((a.host, port))
+}
+
+/// Per (host, port): the devices a day had unusual-port rows of (worked out once per day).
+pub fn devices_per_port<'d>(
+    settings: &UnusualPortConfig,
+    hosts: &Interner,
+    data: &'d DayData,
+) -> &'d DeviceCounts<(u32, i32)> {
+    data.counts.unusual_port.get_or_init(|| distinct_devices(data, |a| unusual(settings, hosts, a)))
+}
 
 pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
     let settings = &ctx.settings.detect.unusual_port;
@@ -25,27 +46,16 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
         }
         ports
     };
-    // `allowed` without building the list: this runs on every activity row of the window
-    let serves = |host: u32, port: i32| {
-        settings.allowed_ports.contains(&port)
-            || (settings.plain_http_ports.contains(&port)
-                && settings.plain_http_hosts.iter().any(|h| h == ctx.host(host)))
-    };
-    let unusual = |a: &Activity| -> Option<(u32, i32)> {
-        let port = a.port?;
-        (a.listed && !serves(a.host, port)).then_some((a.host, port))
-    };
+    let hosts = &ctx.history.names.hosts;
     let mut groups: BTreeMap<(u32, i32), (Group<'_>, bool)> = BTreeMap::new();
     for a in &ctx.today.activity {
-        if let Some(key) = unusual(a) {
+        if let Some(key) = unusual(settings, hosts, a) {
             let (group, unexpected) = groups.entry(key).or_default();
             group.add(a, ctx.today.process(a));
             *unexpected |= a.class == ProcessClass::Unexpected;
         }
     }
-    let devices_on = |data: &DayData, key: (u32, i32)| {
-        data.counts.unusual_port.get_or_init(|| distinct_devices(data, unusual)).get(&key).copied().unwrap_or(0)
-    };
+    let devices_on = |data: &DayData, key: (u32, i32)| devices_per_port(settings, hosts, data).devices(&key);
     let mut findings = Vec::new();
     for ((host_id, port), (group, unexpected)) in groups {
         let host = ctx.host(host_id).to_string();
