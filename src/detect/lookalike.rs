@@ -113,8 +113,8 @@ fn lookalike_hosts(ctx: &Context<'_>) -> Vec<Finding> {
             observed: Some(devices.len() as f64),
             baseline: Some(baseline),
             score: Some(devices.len() as f64),
-            params,
-            series: Some(series),
+            params: params.into(),
+            series: Some(series.into()),
             description,
             tactics: vec!["CommandAndControl", "Exfiltration"],
             techniques: vec!["T1071.001", "T1583.001"],
@@ -164,7 +164,9 @@ fn new_spellings(ctx: &Context<'_>) -> Vec<Finding> {
             observed: Some(group.events as f64),
             baseline: Some(0.0),
             score: Some(devices.len() as f64),
-            params: json!({"spellings": forms, "processes": group.processes_json(), "historyDays": ctx.history.days.len()}),
+            params:
+                json!({"spellings": forms, "processes": group.processes_json(), "historyDays": ctx.history.days.len()})
+                    .into(),
             description,
             tactics: vec!["DefenseEvasion"],
             techniques: vec!["T1027"],
@@ -205,8 +207,8 @@ mod tests {
             ]
         );
         assert_eq!(ids(&findings[1]), ["dev-a", "dev-b"]);
-        assert_eq!(findings[1].params["nearestListedHost"], GW);
-        assert_eq!(findings[1].params["editDistance"], 2);
+        assert_eq!(findings[1].params.value()["nearestListedHost"], GW);
+        assert_eq!(findings[1].params.value()["editDistance"], 2);
         assert_eq!(findings[1].process.as_ref().unwrap().folder_path, RUNDLL);
     }
 
@@ -235,7 +237,7 @@ mod tests {
         assert_eq!(f.finding_type, FindingType::ReferenceQueryEvasion);
         assert_eq!(ids(f), ["dev-a"]);
         assert_eq!(f.severity, Severity::Medium);
-        assert_eq!(f.params["spellings"]["case+port"], 3);
+        assert_eq!(f.params.value()["spellings"]["case+port"], 3);
         // the day after, the spelling is in dev-a's history
         let mut later = history.clone();
         later.push(vec![sensor("dev-a"), hidden.clone()]);

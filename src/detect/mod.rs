@@ -110,8 +110,8 @@ pub struct Finding {
     /// +1 a rise, -1 a drop, 0 where a direction means nothing.
     pub direction: i64,
     pub method: &'static str,
-    pub params: Value,
-    pub series: Option<Value>,
+    pub params: Document,
+    pub series: Option<Document>,
     pub description: String,
     pub tactics: Vec<&'static str>,
     pub techniques: Vec<&'static str>,
@@ -121,6 +121,41 @@ pub struct Finding {
 
 /// FNV-1a, 128 bits: fixed by its specification, so the same bytes give the same id on every
 /// platform, Rust version and run (unlike std's `DefaultHasher`).
+/// A finding's JSON document (Params, Series), kept as its text: a night can have thousands of
+/// findings a day, and as a `Value` a document took several times the room (a string and an
+/// enum for each day of a series) and was serialized again for each file it went to.
+#[derive(Debug, Clone)]
+pub struct Document(Box<serde_json::value::RawValue>);
+
+impl PartialEq for Document {
+    fn eq(&self, other: &Document) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl From<Value> for Document {
+    fn from(value: Value) -> Document {
+        // A `Value` always serializes: its map keys are strings.
+        Document(serde_json::value::to_raw_value(&value).expect("a JSON value serializes"))
+    }
+}
+
+impl Default for Document {
+    fn default() -> Document {
+        Document::from(Value::Null)
+    }
+}
+
+impl Document {
+    pub fn value(&self) -> Value {
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+
+    fn cell(&self) -> Cell {
+        Cell::RawJson(self.0.clone())
+    }
+}
+
 pub fn fnv1a_128(bytes: &[u8]) -> u128 {
     const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
     const PRIME: u128 = 0x0000000001000000000000000000013b;
@@ -153,7 +188,7 @@ impl Finding {
             threshold: None,
             direction: 0,
             method,
-            params: Value::Null,
+            params: Document::default(),
             series: None,
             description: String::new(),
             tactics: Vec::new(),
@@ -204,8 +239,8 @@ impl Finding {
             float(self.threshold),
             Cell::Int(self.direction),
             Cell::from(self.method),
-            Cell::Json(self.params.clone()),
-            self.series.clone().map_or(Cell::Null, Cell::Json),
+            self.params.cell(),
+            self.series.as_ref().map_or(Cell::Null, Document::cell),
             Cell::from(self.description.as_str()),
             Cell::from(self.tactics.join(",")),
             Cell::from(self.techniques.join(",")),
@@ -632,7 +667,7 @@ mod tests {
             threshold: None,
             direction: 0,
             method: "m",
-            params: Value::Null,
+            params: Document::default(),
             series: None,
             description: String::new(),
             tactics: Vec::new(),

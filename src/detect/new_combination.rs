@@ -81,7 +81,8 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
                 "events": group.events,
                 "processes": group.processes_json(),
                 "expected": !unexpected,
-            }),
+            })
+            .into(),
             description,
             tactics: vec!["CommandAndControl"],
             techniques: vec!["T1071.001"],

@@ -100,13 +100,17 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
                 "samplingNoise": noise,
                 "points": n,
                 "table": DAILY,
-            }),
-            series: Some(json!({
-                "days": days,
-                "observed": values,
-                "baseline": scored.baseline,
-                "score": scored.scores,
-            })),
+            })
+            .into(),
+            series: Some(
+                json!({
+                    "days": days,
+                    "observed": values,
+                    "baseline": scored.baseline,
+                    "score": scored.scores,
+                })
+                .into(),
+            ),
             description,
             tactics,
             techniques,
@@ -155,8 +159,8 @@ mod tests {
         assert_eq!(f.observed, Some(81.0));
         assert!(f.score.unwrap() > 3.0 && f.baseline.unwrap() > 38.0 && f.baseline.unwrap() < 44.0, "{f:#?}");
         assert_eq!(f.severity, Severity::High);
-        assert_eq!(f.params["seasonality"], 7);
-        assert_eq!(f.series.as_ref().unwrap()["observed"].as_array().unwrap().len(), 29);
+        assert_eq!(f.params.value()["seasonality"], 7);
+        assert_eq!(f.series.as_ref().unwrap().value()["observed"].as_array().unwrap().len(), 29);
     }
 
     #[test]

@@ -304,8 +304,8 @@ fn finding(
             "minFailedShare": settings.min_failed_share,
             "minFailedEvents": settings.min_failed_events,
             "devices": details,
-        }),
-        series: Some(json!({"days": days, "events": events, "sensorEvents": sensor, "failedEvents": failed})),
+        }).into(),
+        series: Some(json!({"days": days, "events": events, "sensorEvents": sensor, "failedEvents": failed}).into()),
         description,
         tactics: vec!["DefenseEvasion"],
         techniques: if finding_type == FindingType::FailingDevice {
@@ -439,7 +439,7 @@ mod tests {
         assert_eq!((f.finding_type, f.method), (FindingType::FailingDevice, "failed-share-jump"));
         assert_eq!(ids(f), ["dev-b"]);
         assert_eq!(f.remote_host, None);
-        assert_eq!(f.params["failedByHost"], json!([[crate::detect::testing::GW, 12]]));
+        assert_eq!(f.params.value()["failedByHost"], json!([[crate::detect::testing::GW, 12]]));
         assert!(f.score.unwrap() > 6.0);
     }
 }

@@ -90,8 +90,9 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
                 "ports": group.ports(),
                 "processes": group.processes_json(),
                 "masquerading": masquerading,
-            }),
-            series: Some(series),
+            })
+            .into(),
+            series: Some(series.into()),
             description,
             tactics,
             techniques,

@@ -85,8 +85,9 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
                 "events": group.events,
                 "failedEvents": group.failed,
                 "processes": group.processes_json(),
-            }),
-            series: Some(series),
+            })
+            .into(),
+            series: Some(series.into()),
             description,
             tactics: vec!["CommandAndControl"],
             techniques: vec!["T1571"],
@@ -116,7 +117,7 @@ mod tests {
         assert_eq!((f.key.as_str(), f.remote_port), (format!("{GW}|8080").as_str(), Some(8080)));
         assert_eq!(ids(f), ["dev-a", "dev-b"]);
         assert_eq!(f.severity, Severity::Medium);
-        assert_eq!(f.series.as_ref().unwrap()["devices"], json!([0, 2]));
+        assert_eq!(f.series.as_ref().unwrap().value()["devices"], json!([0, 2]));
     }
 
     #[test]

@@ -40,7 +40,7 @@ impl ColumnType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Cell {
     Text(String),
     Int(i64),
@@ -49,7 +49,31 @@ pub enum Cell {
     Day(Day),
     Time(i64),
     Json(Value),
+    /// A JSON document kept as its text (a finding's Params and Series): written as it is.
+    RawJson(Box<serde_json::value::RawValue>),
     Null,
+}
+
+/// A document equals its text parsed: a row read back from a table (documents as values) is
+/// compared with the row a run builds (documents as text).
+impl PartialEq for Cell {
+    fn eq(&self, other: &Cell) -> bool {
+        match (self, other) {
+            (Cell::Text(a), Cell::Text(b)) => a == b,
+            (Cell::Int(a), Cell::Int(b)) => a == b,
+            (Cell::Float(a), Cell::Float(b)) => a == b,
+            (Cell::Bool(a), Cell::Bool(b)) => a == b,
+            (Cell::Day(a), Cell::Day(b)) => a == b,
+            (Cell::Time(a), Cell::Time(b)) => a == b,
+            (Cell::Json(a), Cell::Json(b)) => a == b,
+            (Cell::RawJson(a), Cell::RawJson(b)) => a.get() == b.get(),
+            (Cell::Json(value), Cell::RawJson(text)) | (Cell::RawJson(text), Cell::Json(value)) => {
+                serde_json::from_str::<Value>(text.get()).is_ok_and(|parsed| parsed == *value)
+            }
+            (Cell::Null, Cell::Null) => true,
+            _ => false,
+        }
+    }
 }
 
 impl From<&str> for Cell {
@@ -93,6 +117,7 @@ impl Cell {
             Cell::Day(d) => Value::String(d.to_string()),
             Cell::Time(t) => Value::String(format_micros(*t)),
             Cell::Json(v) => v.clone(),
+            Cell::RawJson(text) => serde_json::from_str(text.get()).unwrap_or(Value::Null),
             Cell::Null => Value::Null,
         }
     }
@@ -112,6 +137,10 @@ impl Cell {
             Cell::Day(d) => serde_json::to_writer(&mut *out, &d.to_string()),
             Cell::Time(t) => serde_json::to_writer(&mut *out, &format_micros(*t)),
             Cell::Json(v) => serde_json::to_writer(&mut *out, v),
+            Cell::RawJson(text) => {
+                out.extend_from_slice(text.get().as_bytes());
+                Ok(())
+            }
             Cell::Null => serde_json::to_writer(&mut *out, &Value::Null),
         };
         debug_assert!(written.is_ok());
@@ -158,6 +187,7 @@ impl Table {
                             Cell::Text(s) => b.append_value(s),
                             // not `Display`: it writes through the formatter token by token
                             Cell::Json(v) => b.append_value(serde_json::to_string(v).map_err(|e| e.to_string())?),
+                            Cell::RawJson(text) => b.append_value(text.get()),
                             Cell::Null => b.append_null(),
                             other => return Err(wrong(other)),
                         }
@@ -320,6 +350,7 @@ mod tests {
             Cell::Time(1_764_806_400_123_456),
             Cell::Json(serde_json::json!({"b": [1, 2.5, null, "x\"y"], "a": {"nested": true}})),
             Cell::Json(Value::Null),
+            raw(serde_json::json!({"b": [1, 2.5, null, "x\"y"], "a": {"nested": true}})),
             Cell::Null,
         ];
         for cell in &cells {
@@ -327,5 +358,24 @@ mod tests {
             cell.write_json(&mut written);
             assert_eq!(String::from_utf8(written).unwrap(), cell.to_json().to_string(), "{cell:?}");
         }
+    }
+
+    fn raw(value: Value) -> Cell {
+        Cell::RawJson(serde_json::value::to_raw_value(&value).unwrap())
+    }
+
+    /// A document read back (a value) equals the text a run wrote of it, and only that.
+    #[test]
+    fn a_document_as_text_equals_its_value() {
+        let doc = serde_json::json!({"days": ["2026-12-01"], "devices": [0, 2.5]});
+        assert_eq!(raw(doc.clone()), Cell::Json(doc.clone()));
+        assert_eq!(Cell::Json(doc.clone()), raw(doc.clone()));
+        assert_eq!(raw(doc.clone()), raw(doc.clone()));
+        assert_ne!(raw(doc.clone()), Cell::Json(serde_json::json!({"days": []})));
+        assert_ne!(raw(doc.clone()), Cell::Text(doc.to_string()));
+        let table = Table { name: "t", columns: &[("d", ColumnType::Json)], rows: vec![vec![raw(doc.clone())]] };
+        let batch = table.to_record_batch().unwrap();
+        let text = batch.column(0).as_any().downcast_ref::<arrow_array::StringArray>().unwrap().value(0);
+        assert_eq!(serde_json::from_str::<Value>(text).unwrap(), doc);
     }
 }
