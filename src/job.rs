@@ -28,7 +28,7 @@ use crate::hunt::{HuntCounts, Partial};
 use crate::sink::blob::BlobStore;
 use crate::sink::local::LocalDir;
 use crate::sink::lock::{LockError, RunLock};
-use crate::sink::results::{day_prefix, Results};
+use crate::sink::results::{day_prefix, ParquetEncoder, Results};
 use crate::sink::sentinel::{DeliveryError, Ingestion, Outbox, Sentinel};
 use crate::sink::store::{Store, StoreError};
 use crate::sink::summary::FindingsSummary;
@@ -796,7 +796,10 @@ impl<'a> DayWriter<'a> {
         // Only the detectors read it back: Parquet only, not sent to Sentinel, not kept when
         // they are off (those days then give them no history).
         if settings.detect.enabled {
-            self.store.write_day_parquet(&tables::device_hosts(partial, settings, day), day)?;
+            let schema = Table::new(tables::DEVICE_HOSTS, tables::DEVICE_HOSTS_COLUMNS).schema();
+            let mut parquet = ParquetEncoder::new(tables::DEVICE_HOSTS, schema)?;
+            tables::device_hosts_chunks(partial, settings, day, |chunk| parquet.write(&chunk))?;
+            self.store.put_day_parquet(tables::DEVICE_HOSTS, day, parquet.finish()?)?;
         }
         let shown = partial.daily(settings.match_mode).iter().filter(|((d, _), _)| *d == day);
         self.connections.insert(day, shown.map(|((_, action), agg)| (action.to_string(), agg.devices.len())).collect());

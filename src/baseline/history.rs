@@ -118,9 +118,8 @@ pub struct Evidence {
 }
 
 impl Evidence {
-    fn push(&mut self, row: &[Cell]) {
-        use device_col as c;
-        let fields = [c::FILE_NAME, c::FOLDER_PATH, c::SHA1, c::COMPANY].map(|at| self.strings.intern(text(&row[at])));
+    fn push(&mut self, fields: [&str; 4]) {
+        let fields = fields.map(|value| self.strings.intern(value));
         self.rows.push(fields);
     }
 
@@ -301,12 +300,13 @@ impl DayData {
         let mut device_names: FxHashMap<u32, String> = FxHashMap::default();
         let mut evidence = Evidence::default();
         // A day hunted by a version without the device table has no device history.
-        results.read_day_batches(tables::DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS, day, |batch| {
-            for row in &batch.rows {
-                use device_col as c;
-                let (host, file, folder) =
-                    (text(&row[c::REMOTE_HOST]), text(&row[c::FILE_NAME]), text(&row[c::FOLDER_PATH]));
-                let expected = text(&row[c::EXPECTED_BY]);
+        results.read_day_columns(tables::DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS, day, |batch| {
+            use device_col as c;
+            for row in 0..batch.rows() {
+                let text = |column: usize| batch.text(column, row);
+                let count = |column: usize| batch.int(column, row).map_or(0, |v| v.max(0) as u64);
+                let (host, file, folder) = (text(c::REMOTE_HOST), text(c::FILE_NAME), text(c::FOLDER_PATH));
+                let expected = text(c::EXPECTED_BY);
                 let class = if expected.starts_with("allow-list:") {
                     ProcessClass::Expected
                 } else if expected.starts_with("exclusion:") {
@@ -321,21 +321,21 @@ impl DayData {
                     let _ = write!(identity_text, "{}:{file}{folder_key}", file.len());
                 }
                 let identity = names.identities.intern(&identity_text);
-                let spelled = text(&row[c::SPELLING]);
+                let spelled = text(c::SPELLING);
                 let entry = Activity {
-                    device: names.devices.intern(text(&row[c::DEVICE_ID])),
+                    device: names.devices.intern(text(c::DEVICE_ID)),
                     host: names.hosts.intern(host),
                     identity,
-                    port: int(&row[c::REMOTE_PORT]).and_then(|p| i32::try_from(p).ok()),
-                    listed: !matches!(row[c::LISTED], Cell::Bool(false)),
+                    port: batch.int(c::REMOTE_PORT, row).and_then(|p| i32::try_from(p).ok()),
+                    listed: batch.bool(c::LISTED, row) != Some(false),
                     class,
                     sensor: class == ProcessClass::Expected && sensors.iter().any(|s| s.eq_ignore_ascii_case(file)),
                     spelling: (!spelled.is_empty()).then(|| names.spellings.intern(spelled)),
-                    events: count(&row[c::EVENTS]),
-                    failed: count(&row[c::FAILED_EVENTS]),
+                    events: count(c::EVENTS),
+                    failed: count(c::FAILED_EVENTS),
                     row: activity.len(),
                 };
-                device_names.entry(entry.device).or_insert_with(|| text(&row[c::DEVICE_NAME]).to_string());
+                device_names.entry(entry.device).or_insert_with(|| text(c::DEVICE_NAME).to_string());
                 if entry.listed {
                     let device = devices.entry(entry.device).or_default();
                     device.events += entry.events;
@@ -347,7 +347,7 @@ impl DayData {
                     }
                 }
                 activity.push(entry);
-                evidence.push(row);
+                evidence.push([file, folder, text(c::SHA1), text(c::COMPANY)]);
             }
         })?;
         // The activity stays while the day is in the window, without the room it grew into.

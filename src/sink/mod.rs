@@ -15,7 +15,7 @@ pub mod summary;
 pub mod table;
 pub mod tables;
 
-pub use table::{Cell, ColumnType, Table};
+pub use table::{Cell, ColumnType, Columns, Table};
 
 /// A result that could not be written. Nothing half-written is left visible.
 #[derive(Debug, thiserror::Error)]

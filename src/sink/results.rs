@@ -14,8 +14,9 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use super::store::Store;
-use super::{ColumnType, SinkError, Table};
+use super::{ColumnType, Columns, SinkError, Table};
 use crate::time::Day;
+use arrow_array::RecordBatch;
 
 /// The one part file of a table-day.
 pub const PART: &str = "part-0";
@@ -71,7 +72,12 @@ impl Results {
     /// Writes one table for one day as Parquet only: for tables that only this job reads back,
     /// whose JSON lines would be many times larger.
     pub fn write_day_parquet(&self, table: &Table, day: Day) -> Result<(), SinkError> {
-        self.put(&format!("{}{PART}.parquet", day_prefix(table.name, day)), encode_parquet(table)?)
+        self.put_day_parquet(table.name, day, encode_parquet(table)?)
+    }
+
+    /// Writes an encoded Parquet file as [`Results::write_day_parquet`] writes a table.
+    pub fn put_day_parquet(&self, name: &str, day: Day, parquet: Bytes) -> Result<(), SinkError> {
+        self.put(&format!("{}{PART}.parquet", day_prefix(name, day)), parquet)
     }
 
     /// Writes one object, staged like the tables.
@@ -109,7 +115,37 @@ impl Results {
         name: &'static str,
         columns: &'static [(&'static str, ColumnType)],
         day: Day,
-        each: impl FnMut(Table),
+        mut each: impl FnMut(Table),
+    ) -> Result<bool, SinkError> {
+        self.read_day_raw(name, columns, day, |batch| {
+            let mut rows = Table::new(name, columns);
+            rows.extend_from_record_batch(&batch)?;
+            each(rows);
+            Ok(())
+        })
+    }
+
+    /// [`Results::read_day_batches`] without building cells: each batch as the table's columns,
+    /// read in place (a day of the device table is tens of thousands of rows of ten strings).
+    pub fn read_day_columns(
+        &self,
+        name: &'static str,
+        columns: &'static [(&'static str, ColumnType)],
+        day: Day,
+        mut each: impl FnMut(&Columns),
+    ) -> Result<bool, SinkError> {
+        self.read_day_raw(name, columns, day, |batch| {
+            each(&Columns::of(columns, &batch)?);
+            Ok(())
+        })
+    }
+
+    fn read_day_raw(
+        &self,
+        name: &'static str,
+        columns: &'static [(&'static str, ColumnType)],
+        day: Day,
+        each: impl FnMut(RecordBatch) -> Result<(), String>,
     ) -> Result<bool, SinkError> {
         let path = format!("{}{PART}.parquet", day_prefix(name, day));
         // This run's own writes first: the detectors read the earlier days of the same run.
@@ -127,7 +163,7 @@ impl Results {
                 bytes
             }
         };
-        decode_parquet(name, columns, bytes, each).map_err(|message| SinkError::Decode { path, message })?;
+        decode_parquet(columns, bytes, each).map_err(|message| SinkError::Decode { path, message })?;
         Ok(true)
     }
 
@@ -160,22 +196,43 @@ impl Results {
 }
 
 pub fn encode_parquet(table: &Table) -> Result<Bytes, SinkError> {
-    let encode = |message: String| SinkError::Encode { table: table.name.to_string(), message };
-    let batch = table.to_record_batch().map_err(encode)?;
-    let properties = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-    let mut parquet = Vec::new();
-    let mut writer =
-        ArrowWriter::try_new(&mut parquet, batch.schema(), Some(properties)).map_err(|e| encode(e.to_string()))?;
-    writer.write(&batch).map_err(|e| encode(e.to_string()))?;
-    writer.close().map_err(|e| encode(e.to_string()))?;
-    Ok(Bytes::from(parquet))
+    let mut encoder = ParquetEncoder::new(table.name, table.schema())?;
+    encoder.write(table)?;
+    encoder.finish()
+}
+
+/// A Parquet file written a chunk of rows at a time (one row group, as [`encode_parquet`] writes).
+pub struct ParquetEncoder {
+    table: &'static str,
+    writer: ArrowWriter<Vec<u8>>,
+}
+
+impl ParquetEncoder {
+    pub fn new(table: &'static str, schema: arrow_schema::SchemaRef) -> Result<ParquetEncoder, SinkError> {
+        let properties = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+        let writer = ArrowWriter::try_new(Vec::new(), schema, Some(properties)).map_err(|e| encode(table, e))?;
+        Ok(ParquetEncoder { table, writer })
+    }
+
+    pub fn write(&mut self, chunk: &Table) -> Result<(), SinkError> {
+        let batch = chunk.to_record_batch().map_err(|e| encode(self.table, e))?;
+        self.writer.write(&batch).map_err(|e| encode(self.table, e))
+    }
+
+    pub fn finish(self) -> Result<Bytes, SinkError> {
+        let table = self.table;
+        Ok(Bytes::from(self.writer.into_inner().map_err(|e| encode(table, e))?))
+    }
+}
+
+fn encode(table: &str, message: impl std::fmt::Display) -> SinkError {
+    SinkError::Encode { table: table.to_string(), message: message.to_string() }
 }
 
 fn decode_parquet(
-    name: &'static str,
     columns: &'static [(&'static str, ColumnType)],
     bytes: Bytes,
-    mut each: impl FnMut(Table),
+    mut each: impl FnMut(RecordBatch) -> Result<(), String>,
 ) -> Result<(), String> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
     // Only the columns asked for are decoded: a reader of a few columns (the report's findings)
@@ -191,10 +248,7 @@ fn decode_parquet(
     };
     let reader = builder.build().map_err(|e| e.to_string())?;
     for batch in reader {
-        let batch = batch.map_err(|e| e.to_string())?;
-        let mut rows = Table::new(name, columns);
-        rows.extend_from_record_batch(&batch)?;
-        each(rows);
+        each(batch.map_err(|e| e.to_string())?)?;
     }
     Ok(())
 }

@@ -327,6 +327,52 @@ impl Table {
     }
 }
 
+/// A record batch read back as a table's columns: in the table's order and types (a column the
+/// batch lacks reads as nulls), values read in place rather than copied into cells.
+pub struct Columns {
+    arrays: Vec<Option<ArrayRef>>,
+    rows: usize,
+}
+
+impl Columns {
+    pub fn of(columns: &[(&str, ColumnType)], batch: &RecordBatch) -> Result<Columns, String> {
+        let arrays = columns
+            .iter()
+            .map(|(name, ty)| {
+                let Some(array) = batch.column_by_name(name) else { return Ok(None) };
+                let want = ty.arrow();
+                if array.data_type() == &want {
+                    Ok(Some(array.clone()))
+                } else {
+                    arrow_cast::cast(array, &want).map(Some).map_err(|e| format!("column `{name}`: {e}"))
+                }
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Columns { arrays, rows: batch.num_rows() })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn valid(&self, column: usize, row: usize) -> Option<&ArrayRef> {
+        self.arrays[column].as_ref().filter(|array| array.is_valid(row))
+    }
+
+    /// A text column's value; "" for a null.
+    pub fn text(&self, column: usize, row: usize) -> &str {
+        self.valid(column, row).and_then(|a| a.as_string_opt::<i32>()).map_or("", |a| a.value(row))
+    }
+
+    pub fn int(&self, column: usize, row: usize) -> Option<i64> {
+        Some(self.valid(column, row)?.as_primitive_opt::<Int64Type>()?.value(row))
+    }
+
+    pub fn bool(&self, column: usize, row: usize) -> Option<bool> {
+        Some(self.valid(column, row)?.as_boolean_opt()?.value(row))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,6 +408,33 @@ mod tests {
 
     fn raw(value: Value) -> Cell {
         Cell::RawJson(serde_json::value::to_raw_value(&value).unwrap())
+    }
+
+    /// Columns read in place give what cells would: nulls and absent columns as "" or none,
+    /// other integer widths cast to the table's.
+    #[test]
+    fn columns_read_in_place_as_the_table_types_them() {
+        use arrow_array::{BooleanArray, Int32Array, StringArray};
+        const COLUMNS: &[(&str, ColumnType)] = &[
+            ("Name", ColumnType::Text),
+            ("Port", ColumnType::Int),
+            ("Listed", ColumnType::Bool),
+            ("Gone", ColumnType::Text),
+        ];
+        let batch = RecordBatch::try_from_iter([
+            ("Port", Arc::new(Int32Array::from(vec![Some(443), None])) as ArrayRef),
+            ("Name", Arc::new(StringArray::from(vec![Some("a"), None])) as ArrayRef),
+            ("Listed", Arc::new(BooleanArray::from(vec![Some(false), None])) as ArrayRef),
+        ])
+        .unwrap();
+        let columns = Columns::of(COLUMNS, &batch).unwrap();
+        assert_eq!(columns.rows(), 2);
+        assert_eq!((columns.text(0, 0), columns.int(1, 0), columns.bool(2, 0)), ("a", Some(443), Some(false)));
+        assert_eq!((columns.text(0, 1), columns.int(1, 1), columns.bool(2, 1)), ("", None, None));
+        assert_eq!((columns.text(3, 0), columns.int(3, 0)), ("", None));
+        let mut cells = Table::new("t", COLUMNS);
+        cells.extend_from_record_batch(&batch).unwrap();
+        assert_eq!(cells.rows[0], [Cell::from("a"), Cell::Int(443), Cell::Bool(false), Cell::Null]);
     }
 
     /// A document read back (a value) equals the text a run wrote of it, and only that.

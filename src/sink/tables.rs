@@ -274,6 +274,24 @@ pub fn processes(partial: &Partial, settings: &Settings, day: Day) -> Table {
 /// alone (the allow-list verdict, whether the host is listed) is worked out once per identity,
 /// and rows are sorted by reference, so a busy day costs little more than its cells.
 pub fn device_hosts(partial: &Partial, settings: &Settings, day: Day) -> Table {
+    let mut table = Table::new(DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS);
+    device_hosts_chunks(partial, settings, day, |chunk| {
+        table.rows.extend(chunk.rows);
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .unwrap_or_else(|never| match never {});
+    table
+}
+
+/// Rows of [`device_hosts`] handed on a chunk at a time, in order: a busy day's device table is
+/// tens of thousands of rows, many times larger as cells than as the Parquet file they go to.
+pub fn device_hosts_chunks<E>(
+    partial: &Partial,
+    settings: &Settings,
+    day: Day,
+    mut each: impl FnMut(Table) -> Result<(), E>,
+) -> Result<(), E> {
+    const CHUNK_ROWS: usize = 8192;
     use crate::hunt::aggregate::{identity_fields, spelling};
     struct Identity<'p> {
         fields: [&'p str; 5],
@@ -302,6 +320,9 @@ pub fn device_hosts(partial: &Partial, settings: &Settings, day: Day) -> Table {
     rows.sort_unstable_by(|a, b| (a.0, a.1, a.2, a.3, a.4).cmp(&(b.0, b.1, b.2, b.3, b.4)));
     let mut table = Table::new(DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS);
     for (device_id, [host, file, folder, sha1, company], port, spelled, excluded, device, identity, agg) in rows {
+        if table.rows.len() == CHUNK_ROWS {
+            each(std::mem::replace(&mut table, Table::new(DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS)))?;
+        }
         let id = &identities[&identity];
         let expected_by = match (&id.allowed, excluded) {
             (Some(allowed), _) => allowed.clone(),
@@ -325,7 +346,7 @@ pub fn device_hosts(partial: &Partial, settings: &Settings, day: Day) -> Table {
             Cell::from(agg.failed),
         ]);
     }
-    table
+    each(table)
 }
 
 /// The findings of one day, in the detectors' order.
