@@ -315,12 +315,19 @@ impl<'v> UrlReader<'v> {
     }
 }
 
-/// The column chunks one unit reads, fetched with one positioned read each and then served
-/// from memory: the parquet reader otherwise reopens and seeks the file for every page.
+/// The column chunks one unit reads: fetched whole (a blob: one ranged GET per run of adjacent
+/// chunks), or read from a local file a page at a time with positioned reads, so a reader holds
+/// the pages it is decoding rather than every needed column chunk of its row groups (the parquet
+/// crate's own `File` reader would also reopen and seek the file for every page).
 pub struct ColumnChunks {
     file_length: u64,
+    source: ChunkSource,
+}
+
+enum ChunkSource {
     /// (file offset, bytes), sorted by offset.
-    chunks: Vec<(u64, Bytes)>,
+    Fetched(Vec<(u64, Bytes)>),
+    Local(Arc<File>),
 }
 
 impl ColumnChunks {
@@ -328,49 +335,97 @@ impl ColumnChunks {
     /// adjacent column chunks.
     pub fn from_fetched(file_length: u64, mut chunks: Vec<(u64, Bytes)>) -> ColumnChunks {
         chunks.sort_by_key(|(start, _)| *start);
-        ColumnChunks { file_length, chunks }
+        ColumnChunks { file_length, source: ChunkSource::Fetched(chunks) }
     }
 
-    fn read(path: &Path, file: &File, ranges: Vec<(u64, u64)>) -> Result<ColumnChunks, SourceError> {
-        use std::io::{Read, Seek, SeekFrom};
-        let io = |source| SourceError::Io { path: path.to_path_buf(), source };
-        let file_length = file.metadata().map_err(io)?.len();
-        let mut chunks = Vec::with_capacity(ranges.len());
-        for (start, length) in ranges {
-            let end = start.checked_add(length).filter(|&end| end <= file_length).ok_or_else(|| {
-                parquet_error(
+    /// A local file whose column chunks `ranges` are read on demand; checks they lie inside it.
+    fn local(path: &Path, file: File, ranges: &[(u64, u64)]) -> Result<ColumnChunks, SourceError> {
+        let file_length = file.metadata().map_err(|source| SourceError::Io { path: path.to_path_buf(), source })?.len();
+        for &(start, length) in ranges {
+            if start.checked_add(length).is_none_or(|end| end > file_length) {
+                return Err(parquet_error(
                     path,
                     format!("a column chunk ({start}+{length}) lies beyond the end of the file ({file_length} bytes)"),
-                )
-            })?;
-            // read_to_end fills the spare capacity directly, without zeroing it first.
-            let mut buffer = Vec::with_capacity((end - start) as usize);
-            let mut reader = file;
-            reader.seek(SeekFrom::Start(start)).map_err(io)?;
-            reader.take(length).read_to_end(&mut buffer).map_err(io)?;
-            if buffer.len() as u64 != length {
-                return Err(parquet_error(path, format!("the file ended inside a column chunk at offset {start}")));
+                ));
             }
-            chunks.push((start, Bytes::from(buffer)));
         }
-        chunks.sort_by_key(|(start, _)| *start);
-        Ok(ColumnChunks { file_length, chunks })
+        Ok(ColumnChunks { file_length, source: ChunkSource::Local(Arc::new(file)) })
     }
 
     fn slice(&self, start: u64, length: Option<usize>) -> parquet::errors::Result<Bytes> {
-        let index = self.chunks.partition_point(|(s, _)| *s <= start);
         let missing =
             || parquet::errors::ParquetError::General(format!("offset {start} is outside the column chunks read"));
-        let (chunk_start, bytes) = index.checked_sub(1).map(|i| &self.chunks[i]).ok_or_else(missing)?;
-        let from = (start - chunk_start) as usize;
-        let to = match length {
-            Some(length) => from + length,
-            None => bytes.len(),
-        };
-        if to > bytes.len() {
-            return Err(missing());
+        match &self.source {
+            ChunkSource::Fetched(chunks) => {
+                let index = chunks.partition_point(|(s, _)| *s <= start);
+                let (chunk_start, bytes) = index.checked_sub(1).map(|i| &chunks[i]).ok_or_else(missing)?;
+                let from = (start - chunk_start) as usize;
+                let to = match length {
+                    Some(length) => from + length,
+                    None => bytes.len(),
+                };
+                if to > bytes.len() {
+                    return Err(missing());
+                }
+                Ok(bytes.slice(from..to))
+            }
+            ChunkSource::Local(file) => {
+                use std::io::{Read, Seek, SeekFrom};
+                let length = length.ok_or_else(missing)?;
+                let failed = |e: std::io::Error| {
+                    parquet::errors::ParquetError::General(format!("reading {length} bytes at offset {start}: {e}"))
+                };
+                // One reader per unit and one page at a time, so the file's own position is free
+                // to use; read_to_end fills the spare capacity without zeroing it first.
+                let mut reader = &**file;
+                reader.seek(SeekFrom::Start(start)).map_err(failed)?;
+                let mut buffer = Vec::with_capacity(length);
+                reader.take(length as u64).read_to_end(&mut buffer).map_err(failed)?;
+                if buffer.len() != length {
+                    return Err(failed(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                Ok(Bytes::from(buffer))
+            }
         }
-        Ok(bytes.slice(from..to))
+    }
+}
+
+/// A local file read from a position on (a page header), a buffer at a time.
+pub struct PositionedRead {
+    file: Arc<File>,
+    position: u64,
+}
+
+impl std::io::Read for PositionedRead {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = read_at(&self.file, buffer, self.position)?;
+        self.position += read as u64;
+        Ok(read)
+    }
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buffer, offset)
+}
+
+#[cfg(windows)]
+fn read_at(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buffer, offset)
+}
+
+/// What [`ColumnChunks`] hands the page reader for a page header.
+pub enum ChunkRead {
+    Fetched(bytes::buf::Reader<Bytes>),
+    Local(std::io::BufReader<PositionedRead>),
+}
+
+impl std::io::Read for ChunkRead {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            ChunkRead::Fetched(reader) => reader.read(buffer),
+            ChunkRead::Local(reader) => reader.read(buffer),
+        }
     }
 }
 
@@ -381,11 +436,19 @@ impl parquet::file::reader::Length for ColumnChunks {
 }
 
 impl parquet::file::reader::ChunkReader for ColumnChunks {
-    type T = bytes::buf::Reader<Bytes>;
+    type T = ChunkRead;
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
         use bytes::Buf;
-        Ok(self.slice(start, None)?.reader())
+        Ok(match &self.source {
+            ChunkSource::Fetched(_) => ChunkRead::Fetched(self.slice(start, None)?.reader()),
+            // Only page headers are read this way (the pages themselves through `get_bytes`):
+            // a small buffer holds one whole, usually.
+            ChunkSource::Local(file) => ChunkRead::Local(std::io::BufReader::with_capacity(
+                1024,
+                PositionedRead { file: file.clone(), position: start },
+            )),
+        })
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
@@ -491,7 +554,7 @@ impl ParquetUnit {
     pub fn scan(&self, options: &ScanOptions, sink: &mut dyn FnMut(RecordBatch)) -> Result<ScanStats, SourceError> {
         let path = &self.path;
         let file = File::open(path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
-        let chunks = ColumnChunks::read(path, &file, self.chunk_ranges(options))?;
+        let chunks = ColumnChunks::local(path, file, &self.chunk_ranges(options))?;
         self.scan_chunks(chunks, options, sink)
     }
 
