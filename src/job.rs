@@ -796,8 +796,7 @@ impl<'a> DayWriter<'a> {
         // Only the detectors read it back: Parquet only, not sent to Sentinel, not kept when
         // they are off (those days then give them no history).
         if settings.detect.enabled {
-            let schema = Table::new(tables::DEVICE_HOSTS, tables::DEVICE_HOSTS_COLUMNS).schema();
-            let mut parquet = ParquetEncoder::new(tables::DEVICE_HOSTS, schema)?;
+            let mut parquet = ParquetEncoder::new(tables::DEVICE_HOSTS, tables::DEVICE_HOSTS_COLUMNS)?;
             tables::device_hosts_chunks(partial, settings, day, |chunk| parquet.write(&chunk))?;
             self.store.put_day_parquet(tables::DEVICE_HOSTS, day, parquet.finish()?)?;
         }
@@ -891,11 +890,11 @@ pub fn detect_days(
     };
     let for_sentinel = written.is_some();
     let write_scored = |(day, findings): (Day, Vec<Finding>)| -> Result<_, SinkError> {
-        let table = write_findings(results, day, &findings, run_id, settings.detect.max_listed_devices)?;
+        let table = write_findings(results, day, &findings, run_id, settings.detect.max_listed_devices, for_sentinel)?;
         if !findings.is_empty() {
             tracing::info!(%day, findings = findings.len(), "Findings.");
         }
-        Ok((findings, for_sentinel.then_some(table)))
+        Ok((findings, table))
     };
     let mut summary = FindingsSummary::default();
     let mut account = |(findings, table): (Vec<Finding>, Option<Table>)| {
@@ -939,16 +938,18 @@ pub fn detect_days(
     Ok(summary)
 }
 
-/// Writes a day's findings. A finding that an earlier run already wrote exactly so keeps that
-/// run's RunId: re-running a day with the same input leaves its findings byte for byte as they
-/// were, and RunId says which run first reported each one.
+/// Writes a day's findings, and returns them as a table when `keep` (for Sentinel). A finding
+/// that an earlier run already wrote exactly so keeps that run's RunId: re-running a day with
+/// the same input leaves its findings byte for byte as they were, and RunId says which run
+/// first reported each one.
 fn write_findings(
     results: &Results,
     day: Day,
     findings: &[Finding],
     run_id: &str,
     max_listed: usize,
-) -> Result<Table, SinkError> {
+    keep: bool,
+) -> Result<Option<Table>, SinkError> {
     const RUN_ID: usize = 2;
     let mut earlier: BTreeMap<String, (Vec<Cell>, String)> = BTreeMap::new();
     if let Some(table) = results.read_day(FINDINGS, FINDINGS_COLUMNS, day)? {
@@ -978,9 +979,23 @@ fn write_findings(
             }
         })
         .collect();
-    let table = tables::findings(findings, &run_ids, max_listed);
-    results.write_day(&table, day)?;
-    Ok(table)
+    if keep || findings.is_empty() {
+        let table = tables::findings(findings, &run_ids, max_listed);
+        results.write_day(&table, day)?;
+        return Ok(keep.then_some(table));
+    }
+    // A night's findings carry their parameters and series as JSON: built as one table they
+    // were the largest thing the detect stage held.
+    const CHUNK_ROWS: usize = 1024;
+    let mut parquet = ParquetEncoder::new(FINDINGS, FINDINGS_COLUMNS)?;
+    let mut jsonl = String::new();
+    for (chunk, run_ids) in findings.chunks(CHUNK_ROWS).zip(run_ids.chunks(CHUNK_ROWS)) {
+        let table = tables::findings(chunk, run_ids, max_listed);
+        parquet.write(&table)?;
+        jsonl.push_str(&table.to_jsonl());
+    }
+    results.put_day(FINDINGS, day, parquet.finish()?, jsonl)?;
+    Ok(None)
 }
 
 /// Opens the results store the settings name (a container, else the folder `out`) and hands it

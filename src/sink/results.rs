@@ -87,10 +87,18 @@ impl Results {
 
     /// Writes a table as `<prefix><stem>.parquet` and `<prefix><stem>.jsonl`.
     pub fn write_at(&self, prefix: &str, stem: &str, table: &Table) -> Result<(), SinkError> {
-        let parquet = encode_parquet(table)?;
+        self.put_at(prefix, stem, encode_parquet(table)?, table.to_jsonl())
+    }
+
+    /// Writes a table encoded elsewhere (a chunk at a time) as [`Results::write_day`] writes it.
+    pub fn put_day(&self, name: &str, day: Day, parquet: Bytes, jsonl: String) -> Result<(), SinkError> {
+        self.put_at(&day_prefix(name, day), PART, parquet, jsonl)
+    }
+
+    fn put_at(&self, prefix: &str, stem: &str, parquet: Bytes, jsonl: String) -> Result<(), SinkError> {
         let staging = self.staging.as_deref().unwrap_or("");
         self.store.put(&format!("{staging}{prefix}{stem}.parquet"), parquet)?;
-        self.store.put(&format!("{staging}{prefix}{stem}.jsonl"), Bytes::from(table.to_jsonl()))?;
+        self.store.put(&format!("{staging}{prefix}{stem}.jsonl"), Bytes::from(jsonl))?;
         Ok(())
     }
 
@@ -196,7 +204,7 @@ impl Results {
 }
 
 pub fn encode_parquet(table: &Table) -> Result<Bytes, SinkError> {
-    let mut encoder = ParquetEncoder::new(table.name, table.schema())?;
+    let mut encoder = ParquetEncoder::new(table.name, table.columns)?;
     encoder.write(table)?;
     encoder.finish()
 }
@@ -208,9 +216,20 @@ pub struct ParquetEncoder {
 }
 
 impl ParquetEncoder {
-    pub fn new(table: &'static str, schema: arrow_schema::SchemaRef) -> Result<ParquetEncoder, SinkError> {
-        let properties = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-        let writer = ArrowWriter::try_new(Vec::new(), schema, Some(properties)).map_err(|e| encode(table, e))?;
+    pub fn new(
+        table: &'static str,
+        columns: &'static [(&'static str, ColumnType)],
+    ) -> Result<ParquetEncoder, SinkError> {
+        let schema = Table::new(table, columns).schema();
+        let mut properties = WriterProperties::builder().set_compression(Compression::SNAPPY);
+        // A JSON value (a finding's parameters and series, its device lists) rarely repeats: a
+        // dictionary of them would only be built to be thrown away.
+        for (name, _) in columns.iter().filter(|(_, ty)| *ty == ColumnType::Json) {
+            properties =
+                properties.set_column_dictionary_enabled(parquet::schema::types::ColumnPath::from(*name), false);
+        }
+        let writer =
+            ArrowWriter::try_new(Vec::new(), schema, Some(properties.build())).map_err(|e| encode(table, e))?;
         Ok(ParquetEncoder { table, writer })
     }
 
