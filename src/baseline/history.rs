@@ -73,34 +73,6 @@ pub struct DayData {
     /// name; kept for the day being scored, dropped from history.
     pub evidence: Option<Evidence>,
     pub device_names: FxHashMap<u32, String>,
-    /// What the day adds to the [`WindowIndex`] (kept so it can be taken away again once the
-    /// activity rows are gone).
-    pub window_keys: WindowKeys,
-}
-
-/// A day's entries in the [`WindowIndex`], one per activity row that adds to it.
-#[derive(Debug, Clone, Default)]
-pub struct WindowKeys {
-    /// (host, identity, device) of each row the new-combination detector judges.
-    pub combinations: Vec<(u32, u32, u32)>,
-    /// (device, host, spelling) of each row of a spelling the reference query misses.
-    pub spellings: Vec<(u32, u32, u32)>,
-}
-
-impl WindowKeys {
-    fn of(activity: &[Activity]) -> WindowKeys {
-        let mut keys = WindowKeys {
-            combinations: activity
-                .iter()
-                .filter(|a| crate::detect::new_combination::judged(a))
-                .map(|a| (a.host, a.identity, a.device))
-                .collect(),
-            spellings: activity.iter().filter_map(|a| Some((a.device, a.host, a.spelling?))).collect(),
-        };
-        keys.combinations.shrink_to_fit();
-        keys.spellings.shrink_to_fit();
-        keys
-    }
 }
 
 /// File name, folder, SHA1 and company of a row's initiating process.
@@ -157,50 +129,57 @@ pub struct WindowIndex {
     /// Per device: the history days it had telemetry on (listed events > 0).
     pub active_days: FxHashMap<u32, u32>,
     /// Activity rows the new-combination detector judges (listed, not excluded), per
-    /// (host, identity): how many rows each device has.
-    pub combinations: FxHashMap<(u32, u32), FxHashMap<u32, u32>>,
-    /// Activity rows per (device, host, spelling) of a spelling the reference query misses.
-    pub spellings: FxHashMap<(u32, u32, u32), u32>,
+    /// (host, identity): the last day of the window each device had one.
+    pub combinations: FxHashMap<(u32, u32), FxHashMap<u32, Day>>,
+    /// Per (device, host, spelling) of a spelling the reference query misses: the last day of
+    /// the window it was seen.
+    pub spellings: FxHashMap<(u32, u32, u32), Day>,
 }
 
 impl WindowIndex {
-    /// Adds (`step` 1) or takes away (`step` -1) one day.
-    pub(crate) fn apply(&mut self, data: &DayData, step: i32) {
-        /// Moves a count by `step`; a count that reaches 0 leaves the map. True when it left.
-        fn bump<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, u32>, key: K, step: i32) -> bool {
-            let count = map.entry(key);
-            match count {
-                std::collections::hash_map::Entry::Occupied(mut e) => {
-                    let n = e.get().saturating_add_signed(step);
-                    if n == 0 {
-                        e.remove();
-                        return true;
-                    }
-                    *e.get_mut() = n;
-                    false
-                }
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    if step > 0 {
-                        e.insert(step as u32);
-                    }
-                    step <= 0
-                }
-            }
-        }
+    /// Adds a day, from its activity rows (before [`DayData::settle`] lets go of them).
+    pub(crate) fn add(&mut self, data: &DayData) {
         for (device, day) in &data.devices {
             if day.events > 0 {
-                bump(&mut self.active_days, *device, step);
+                *self.active_days.entry(*device).or_default() += 1;
             }
         }
-        for &(host, identity, device) in &data.window_keys.combinations {
-            let devices = self.combinations.entry((host, identity)).or_default();
-            if bump(devices, device, step) && devices.is_empty() {
-                self.combinations.remove(&(host, identity));
+        let latest = |last: &mut Day| *last = (*last).max(data.day);
+        for a in data.activity.iter().filter(|a| crate::detect::new_combination::judged(a)) {
+            let devices = self.combinations.entry((a.host, a.identity)).or_default();
+            devices.entry(a.device).and_modify(latest).or_insert(data.day);
+        }
+        for a in &data.activity {
+            if let Some(spelling) = a.spelling {
+                self.spellings.entry((a.device, a.host, spelling)).and_modify(latest).or_insert(data.day);
             }
         }
-        for &key in &data.window_keys.spellings {
-            bump(&mut self.spellings, key, step);
+    }
+
+    /// Takes away a day that left the window. What it added by the day (combinations, spellings)
+    /// goes with [`WindowIndex::forget_before`]: a day keeps only its device list, not the keys
+    /// of its activity rows, once it is history.
+    pub(crate) fn remove(&mut self, data: &DayData) {
+        for (device, day) in &data.devices {
+            if day.events > 0 {
+                if let std::collections::hash_map::Entry::Occupied(mut days) = self.active_days.entry(*device) {
+                    *days.get_mut() = days.get().saturating_sub(1);
+                    if *days.get() == 0 {
+                        days.remove();
+                    }
+                }
+            }
         }
+    }
+
+    /// Forgets what was last seen before `first`, the window's first day. Days leave the window
+    /// oldest first, so a key last seen before it was seen on no day still in the window.
+    pub(crate) fn forget_before(&mut self, first: Day) {
+        self.combinations.retain(|_, devices| {
+            devices.retain(|_, last| *last >= first);
+            !devices.is_empty()
+        });
+        self.spellings.retain(|_, last| *last >= first);
     }
 }
 
@@ -356,16 +335,7 @@ impl DayData {
         let mut devices: Vec<(u32, DeviceDay)> = devices.into_iter().collect();
         devices.sort_unstable_by_key(|(device, _)| *device);
         let counts = Default::default();
-        Ok(Some(DayData {
-            day,
-            connections,
-            activity,
-            devices,
-            counts,
-            evidence: Some(evidence),
-            device_names,
-            window_keys: WindowKeys::default(),
-        }))
+        Ok(Some(DayData { day, connections, activity, devices, counts, evidence: Some(evidence), device_names }))
     }
 
     /// A day read with names of its own (on any thread), for [`DayData::adopt`].
@@ -406,7 +376,6 @@ impl DayData {
     /// process columns, its device names).
     fn settle(&mut self, settings: &Settings, names: &Names) {
         crate::detect::count_day(settings, names, self);
-        self.window_keys = WindowKeys::of(&self.activity);
         self.activity = Vec::new();
         self.evidence = None;
         self.device_names = FxHashMap::default();
@@ -434,20 +403,24 @@ impl History {
     ) -> Result<(), SinkError> {
         let first = Day(day.0 - self.window as i32);
         let index = &mut self.index;
+        let before = self.days.len();
         self.days.retain(|d| {
             let keep = d.day >= first && d.day < day;
             if !keep {
-                index.apply(d, -1);
+                index.remove(d);
             }
             keep
         });
+        if self.days.len() < before {
+            index.forget_before(first);
+        }
         for &wanted in stored.range(first..day) {
             if self.days.iter().any(|d| d.day == wanted) {
                 continue;
             }
             if let Some(mut data) = DayData::load(results, wanted, settings, &mut self.names)? {
+                self.index.add(&data);
                 data.settle(settings, &self.names);
-                self.index.apply(&data, 1);
                 let at = self.days.partition_point(|d| d.day < wanted);
                 self.days.insert(at, data);
             }
@@ -458,8 +431,8 @@ impl History {
     /// Adds the day just scored, so it serves the days after it.
     pub fn push(&mut self, mut today: DayData, settings: &Settings) {
         if self.days.back().is_none_or(|last| last.day < today.day) {
+            self.index.add(&today);
             today.settle(settings, &self.names);
-            self.index.apply(&today, 1);
             self.days.push_back(today);
         }
     }

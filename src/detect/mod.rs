@@ -615,22 +615,27 @@ mod tests {
             history.push(data, &settings);
         }
         assert!(history.days.iter().all(|d| d.activity.is_empty() && d.evidence.is_none()));
-        let mut walked = WindowIndex::default();
-        for data in &loaded {
-            for (device, d) in &data.devices {
-                if d.events > 0 {
-                    *walked.active_days.entry(*device).or_default() += 1;
+        let walk = |days: &[DayData]| {
+            let mut walked = WindowIndex::default();
+            for data in days {
+                for (device, d) in &data.devices {
+                    if d.events > 0 {
+                        *walked.active_days.entry(*device).or_default() += 1;
+                    }
+                }
+                // the days come in order: the last one seen overwrites
+                for a in &data.activity {
+                    if new_combination::judged(a) {
+                        walked.combinations.entry((a.host, a.identity)).or_default().insert(a.device, data.day);
+                    }
+                    if let Some(s) = a.spelling {
+                        walked.spellings.insert((a.device, a.host, s), data.day);
+                    }
                 }
             }
-            for a in &data.activity {
-                if new_combination::judged(a) {
-                    *walked.combinations.entry((a.host, a.identity)).or_default().entry(a.device).or_default() += 1;
-                }
-                if let Some(s) = a.spelling {
-                    *walked.spellings.entry((a.device, a.host, s)).or_default() += 1;
-                }
-            }
-        }
+            walked
+        };
+        let walked = walk(&loaded);
         let index = &history.index;
         assert_eq!(
             (&index.active_days, &index.combinations, &index.spellings),
@@ -639,10 +644,29 @@ mod tests {
         let a = history.names.devices.intern("dev-a");
         let c = history.names.devices.intern("dev-c");
         assert_eq!((index.active_days.get(&a), index.active_days.get(&c)), (Some(&2), None));
+        let spelled_by_b = (history.names.devices.intern("dev-b"), history.names.hosts.intern(GW));
+        let last_spelled: Vec<Day> = index
+            .spellings
+            .iter()
+            .filter(|((device, host, _), _)| (*device, *host) == spelled_by_b)
+            .map(|(_, &last)| last)
+            .collect();
+        assert_eq!(last_spelled, [day(2)]);
+        // the first day leaves the window: what only it had goes, what a later day had stays
+        let mut later = history.index.clone();
+        later.remove(&history.days[0]);
+        later.forget_before(day(1));
+        let rest = walk(&loaded[1..]);
+        assert_eq!(
+            (&later.active_days, &later.combinations, &later.spellings),
+            (&rest.active_days, &rest.combinations, &rest.spellings)
+        );
+        assert_ne!(later.combinations, index.combinations, "day 0 alone had dev-a's x.exe");
         let mut emptied = history.index.clone();
         for data in &history.days {
-            emptied.apply(data, -1);
+            emptied.remove(data);
         }
+        emptied.forget_before(day(3));
         assert!(emptied.active_days.is_empty() && emptied.combinations.is_empty() && emptied.spellings.is_empty());
     }
 
