@@ -316,9 +316,9 @@ impl<'v> UrlReader<'v> {
 }
 
 /// The column chunks one unit reads: fetched whole (a blob: one ranged GET per run of adjacent
-/// chunks), or read from a local file a page at a time with positioned reads, so a reader holds
-/// the pages it is decoding rather than every needed column chunk of its row groups (the parquet
-/// crate's own `File` reader would also reopen and seek the file for every page).
+/// chunks), or read from a local file a page at a time as the decoder asks for it, so a reader
+/// holds the pages it is decoding rather than every needed column chunk of its row groups (the
+/// parquet crate's own `File` reader would also reopen the file for every page).
 pub struct ColumnChunks {
     file_length: u64,
     source: ChunkSource,
