@@ -382,7 +382,7 @@ impl ColumnChunks {
                 let mut buffer = Vec::with_capacity(length);
                 reader.take(length as u64).read_to_end(&mut buffer).map_err(failed)?;
                 if buffer.len() != length {
-                    return Err(failed(std::io::ErrorKind::UnexpectedEof.into()));
+                    return Err(failed(ended_early(start + buffer.len() as u64)));
                 }
                 Ok(Bytes::from(buffer))
             }
@@ -399,9 +399,22 @@ pub struct PositionedRead {
 impl std::io::Read for PositionedRead {
     fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
         let read = read_at(&self.file, buffer, self.position)?;
+        // A page header is always followed by its page: the end of the file here means the file
+        // is shorter than its footer says.
+        if read == 0 && !buffer.is_empty() {
+            return Err(ended_early(self.position));
+        }
         self.position += read as u64;
         Ok(read)
     }
+}
+
+/// The error of a local file that ends before the page its footer places at `offset`.
+fn ended_early(offset: u64) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        format!("the file ends before offset {offset}, where its footer places a page (was it changed while the job read it?)"),
+    )
 }
 
 #[cfg(unix)]
@@ -708,6 +721,33 @@ mod tests {
         let metadata = ArrowReaderMetadata::load(&file.reopen().unwrap(), ArrowReaderOptions::new()).unwrap();
         let hinted = with_string_views(metadata).unwrap();
         hinted.schema().field_with_name("RemoteUrl").unwrap().data_type().clone()
+    }
+
+    /// A file cut short after planning (rewritten while the job reads it) fails the read with
+    /// the offset, whether the page or its header is past the new end.
+    #[test]
+    fn a_local_file_shorter_than_its_footer_says_fails_with_the_offset() {
+        use parquet::file::reader::ChunkReader;
+        use std::io::Read;
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), vec![7u8; 4096]).unwrap();
+        let chunks = ColumnChunks::local(file.path(), file.reopen().unwrap(), &[(1000, 3000)]).unwrap();
+        assert_eq!(&chunks.get_bytes(1000, 8).unwrap()[..], &[7u8; 8]);
+        let beyond = ColumnChunks::local(file.path(), file.reopen().unwrap(), &[(4000, 100)]).err().unwrap();
+        assert!(beyond.to_string().contains("a column chunk (4000+100) lies beyond the end of the file (4096 bytes)"));
+
+        file.as_file().set_len(2048).unwrap();
+        let page = chunks.get_bytes(2000, 100).unwrap_err().to_string();
+        assert!(
+            page.contains("reading 100 bytes at offset 2000") && page.contains("the file ends before offset 2048"),
+            "{page}"
+        );
+        let mut header = [0u8; 16];
+        let cut = chunks.get_read(3000).unwrap().read_exact(&mut header).unwrap_err().to_string();
+        assert!(cut.contains("the file ends before offset 3000, where its footer places a page"), "{cut}");
+        let mut near_end = chunks.get_read(2040).unwrap();
+        let ended = near_end.read_exact(&mut header).unwrap_err().to_string();
+        assert!(ended.contains("before offset 2048"), "{ended}");
     }
 
     #[test]
