@@ -88,7 +88,7 @@ pub enum Command {
     Sample(SampleArgs),
     /// Build history day by day over a range of days: hunt, detect, write; resumable.
     #[command(
-        after_help = "Examples:\n  telemetry-hunt backfill --from 2026-10-01 --to 2026-11-30 --input exports/\n      hunt 61 days one at a time; run it again after an interruption and it goes on where it stopped\n  telemetry-hunt backfill --from 2026-11-20 --to 2026-11-20 --input exports/ --force\n      hunt a completed day again (new input, new configuration)\n\nEach day is a run of its own (one run record per day) over the input rows of that day, so memory stays at\none day's aggregates. A day is complete once its tables and findings are written: the store then holds\n<out>/_complete/day=YYYY-MM-DD.json, and later backfills skip that day. A progress bar shows on a terminal,\none log line per day otherwise."
+        after_help = "Examples:\n  telemetry-hunt backfill --from 2026-10-01 --to 2026-11-30 --input exports/\n      hunt 61 days one at a time; run it again after an interruption and it goes on where it stopped\n  telemetry-hunt backfill --from 2026-11-20 --to 2026-11-20 --input exports/ --force\n      hunt a completed day again (new input, new configuration)\n\nEach day is a run of its own (one run record per day) over the input rows of that day, so memory stays at one day's aggregates. A day is complete once its tables and findings are written: the store then holds <out>/_complete/day=YYYY-MM-DD.json, and later backfills skip that day. A day without any input row is passed over (listed at the end, not written: a later backfill hunts it). A progress bar shows on a terminal, one log line per day otherwise."
     )]
     Backfill(BackfillArgs),
     /// Draw report.html again from the results store (no input is read).
@@ -359,9 +359,17 @@ pub fn execute(cli: &Cli) -> Result<(), CliError> {
             match job::backfill(&request, from, to, args.force, show_progress(&cli.global)) {
                 Ok(outcome) => {
                     let findings: usize = outcome.done.iter().map(|(_, n)| n).sum();
+                    let without_input = match outcome.without_input.as_slice() {
+                        [] => String::new(),
+                        days => format!(
+                            ", {} without any input row and not written ({})",
+                            days.len(),
+                            days.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+                        ),
+                    };
                     println!(
-                        "Backfilled {} day(s) from {from} to {to}, {} already complete and skipped; {findings} finding(s). \
-                         Report: {}",
+                        "Backfilled {} day(s) from {from} to {to}, {} already complete and skipped{without_input}; \
+                         {findings} finding(s). Report: {}",
                         outcome.done.len(),
                         outcome.skipped.len(),
                         outcome.report

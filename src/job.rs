@@ -883,6 +883,8 @@ pub fn detect_days(
     let mut history = History::new(settings.detect.history_days);
     let mut ordered = days.to_vec();
     ordered.sort();
+    // A day scored twice would find its own keys in the window index the second time.
+    ordered.dedup();
     // A day is read, decoded and built with names of its own, on any thread.
     let read = |i: usize| -> Result<_, SinkError> {
         let Some(&day) = ordered.get(i) else { return Ok(None) };
@@ -1020,6 +1022,9 @@ pub struct BackfillOutcome {
     pub done: Vec<(Day, usize)>,
     /// Days skipped because an earlier run completed them.
     pub skipped: Vec<Day>,
+    /// Days passed over because no input row falls on them (nothing written, not complete: a
+    /// later backfill hunts them once their export is there).
+    pub without_input: Vec<Day>,
     /// Where `report.html` is: a file path or a blob URL.
     pub report: String,
 }
@@ -1027,7 +1032,9 @@ pub struct BackfillOutcome {
 /// Builds history for `from..=to` one day at a time (memory stays at one day's aggregates),
 /// each day a run of its own with its own run record. A day already complete (see
 /// [`complete_marker`]) is skipped unless `force`, so an interrupted backfill resumes where it
-/// stopped; a failed day stops the backfill with the run error.
+/// stopped. A day without a single input row is passed over with a warning (a gap in the
+/// export must not stop the days after it); any other failed day stops the backfill with the
+/// run error.
 pub fn backfill(
     template: &RunRequest,
     from: Day,
@@ -1064,7 +1071,16 @@ pub fn backfill(
         }
         let clock = Instant::now();
         let request = RunRequest { window: Some((day, day)), progress: false, ..template.clone() };
-        let run = run(&request)?;
+        let run = match run(&request) {
+            Ok(run) => run,
+            Err((RunError::NoInput { .. }, _)) => {
+                tracing::warn!(%day, "No input row falls on this day; passed over (nothing written). Backfill it again once its export is there.");
+                outcome.without_input.push(day);
+                bar.inc(1);
+                continue;
+            }
+            Err(failed) => return Err(failed),
+        };
         let record = &run.record;
         let line = format!(
             "{day} ({} of {}): {} rows scanned, {} matched, {} finding(s), {:.1} s",

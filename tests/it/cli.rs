@@ -176,6 +176,62 @@ fn backfill_goes_day_by_day_resumes_and_matches_one_run() {
 }
 
 #[test]
+fn backfill_passes_over_a_day_without_input_and_goes_on() {
+    let cwd = tempfile::tempdir().unwrap();
+    let sample = generated_sample(30_000, 6, 150);
+    let gap = cwd.path().join("gap");
+    std::fs::create_dir(&gap).unwrap();
+    // A day's late rows sit in the next day's file: without both files, 2026-10-29 has no row.
+    let missing = ["DeviceNetworkEvents_2026-10-29.parquet", "DeviceNetworkEvents_2026-10-30.parquet"];
+    for entry in std::fs::read_dir(&sample).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name.ends_with(".parquet") && !missing.contains(&name.as_str()) {
+            std::fs::copy(&path, gap.join(&name)).unwrap();
+        }
+    }
+    // the export ends on 2026-11-01: the last two days of the range have no row either
+    let args = ["backfill", "--input", "gap", "--from", "2026-10-27", "--to", "2026-11-03", "--out", "results"];
+    let marked = |results: &std::path::Path| -> Vec<String> {
+        let mut days: Vec<String> = std::fs::read_dir(results.join("_complete"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        days.sort();
+        days
+    };
+    let out = hunt(&args, cwd.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("0 already complete and skipped, "), "{stdout}");
+    assert!(stdout.contains("without any input row and not written (2026-10-29, "), "{stdout}");
+    assert!(stdout.contains("2026-11-02, 2026-11-03)"), "{stdout}");
+    assert!(text(&out.stderr).contains("No input row falls on this day"), "{}", text(&out.stderr));
+    let results = cwd.path().join("results");
+    let first = marked(&results);
+    assert!(first.contains(&"day=2026-10-31.json".to_string()) && first.contains(&"day=2026-11-01.json".to_string()));
+    assert!(!first.iter().any(|m| m.contains("2026-10-29")), "{first:?}");
+    assert!(!results.join("MdeTelemetryDaily/day=2026-10-29").exists());
+
+    // the export arrives: the next backfill hunts what was missing, and only that
+    for name in missing {
+        std::fs::copy(sample.join(name), gap.join(name)).unwrap();
+    }
+    let again = hunt(&args, cwd.path());
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let stdout = text(&again.stdout);
+    let done = 6 - first.len();
+    assert!(
+        stdout.contains(&format!(
+            "Backfilled {done} day(s) from 2026-10-27 to 2026-11-03, {} already complete and skipped, 2 without any input row and not written (2026-11-02, 2026-11-03);",
+            first.len()
+        )),
+        "{stdout}"
+    );
+    assert_eq!(marked(&results).len(), 6);
+}
+
+#[test]
 fn report_redraws_the_page_from_the_store() {
     let cwd = tempfile::tempdir().unwrap();
     let sample = generated_sample(30_000, 6, 150);
