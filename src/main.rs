@@ -47,10 +47,25 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let code = error.exit_code();
-            // `{:#}` prints the whole cause chain on one line.
-            let message = format!("{:#}", anyhow::Error::new(error));
+            let message = one_line(&error);
             let _ = writeln!(std::io::stderr(), "error: {}", redact::redact(&message));
             ExitCode::from(code)
         }
     }
+}
+
+/// The error and its causes on one line. Many messages already quote their cause
+/// (``cannot read `x`: No such file or directory``); such a cause is not said twice.
+fn one_line(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let text = next.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = next.source();
+    }
+    message
 }

@@ -231,6 +231,21 @@ fn backfill_passes_over_a_day_without_input_and_goes_on() {
     assert_eq!(marked(&results).len(), 6);
 }
 
+/// The cause chain is printed on one line, and a cause the message already quotes is not
+/// repeated.
+#[cfg(unix)]
+#[test]
+fn an_error_says_its_cause_once() {
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::create_dir(cwd.path().join("input")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/events.parquet", cwd.path().join("input/events.parquet")).unwrap();
+    let out = hunt(&["-q", "run", "--input", "input", "--out", "results"], cwd.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("error: cannot read `input/events.parquet`: "), "{stderr}");
+    assert_eq!(stderr.matches("(os error 2)").count(), 1, "{stderr}");
+}
+
 #[test]
 fn report_redraws_the_page_from_the_store() {
     let cwd = tempfile::tempdir().unwrap();
