@@ -600,7 +600,7 @@ fn scan_files(
     let mut units = std::mem::take(&mut plan.units);
     // Days in order, so that each is whole (and written, and let go of) early; units that can
     // hold any day first, as no day is whole before they are read.
-    units.sort_by_key(|unit| unit.days().map(|(first, last)| (first, last)));
+    units.sort_by_key(|unit| unit.days());
     let mut pending = PendingDays::new(&units, options.window);
     let threads = rayon::current_num_threads();
     let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<Scanned, SourceError>>(threads);
