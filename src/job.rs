@@ -89,6 +89,10 @@ pub enum RunError {
         "no input row falls on any day from {from} to {to}; check the source (or `--from`/`--to`): nothing was written"
     )]
     NoInput { from: Day, to: Day },
+    #[error(
+        "the input holds no row with a valid time ({rows} row(s) read, {rejected} rejected); check the files given to `--input`: nothing was written"
+    )]
+    EmptyInput { rows: u64, rejected: u64 },
     #[error("the run could not be committed, so none of its days is visible: {0}")]
     Commit(StoreError),
     #[error("the run is committed, but moving its objects into place stopped; readers already see the whole run and the next run finishes the move: {0}")]
@@ -108,7 +112,7 @@ impl RunError {
             | RunError::Query(QueryError::Call { source: HttpError::Token { .. }, .. }) => "identity",
             RunError::Connect(_) | RunError::Monitor(_) => "connect",
             RunError::Lock(_) => "lock",
-            RunError::Source(_) | RunError::Query(_) | RunError::NoInput { .. } => "read",
+            RunError::Source(_) | RunError::Query(_) | RunError::NoInput { .. } | RunError::EmptyInput { .. } => "read",
             RunError::Sink(_) => "write",
             RunError::Detect(_) => "detect",
             RunError::Commit(_) | RunError::CommitUnfinished(_) => "commit",
@@ -825,6 +829,11 @@ fn finish_days(record: &mut RunRecord, stats: ScanStats, writer: &mut DayWriter<
     }
     if days.is_empty() && !missing.is_empty() {
         return Err(RunError::NoInput { from: missing[0], to: missing[missing.len() - 1] });
+    }
+    // Without a window the days are those of the input: none means an empty or unusable export,
+    // which must not pass for a quiet night.
+    if days.is_empty() {
+        return Err(RunError::EmptyInput { rows: stats.rows_scanned, rejected: stats.rejects.total() });
     }
     for &day in &days {
         if !writer.has_written(day) {

@@ -246,6 +246,36 @@ fn an_error_says_its_cause_once() {
     assert_eq!(stderr.matches("(os error 2)").count(), 1, "{stderr}");
 }
 
+/// An empty export, or one whose every row is unusable, is a failed run, not a quiet night.
+#[test]
+fn an_input_without_a_usable_row_fails_the_run() {
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(cwd.path().join("empty.json"), b"").unwrap();
+    std::fs::write(
+        cwd.path().join("bad-times.json"),
+        concat!(
+            r#"{"Timestamp":"yesterday","DeviceId":"d1","ActionType":"ConnectionSuccess","RemoteUrl":"winatp-gw-weu.microsoft.com"}"#,
+            "\n",
+            r#"{"DeviceId":"d2","ActionType":"ConnectionSuccess","RemoteUrl":"winatp-gw-weu.microsoft.com"}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    for (input, said) in
+        [("empty.json", "(0 row(s) read, 0 rejected)"), ("bad-times.json", "(2 row(s) read, 2 rejected)")]
+    {
+        let out_dir = format!("results-{input}");
+        let out = hunt(&["-q", "run", "--input", input, "--out", &out_dir], cwd.path());
+        assert_eq!(out.status.code(), Some(1), "{input}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(&format!("error: the input holds no row with a valid time {said}")), "{stderr}");
+        let record = crate::support::run_record(&cwd.path().join(&out_dir));
+        assert_eq!(record["Status"], "failed", "{record:?}");
+        assert_eq!(record["FailedStage"], "read", "{record:?}");
+        assert!(!cwd.path().join(&out_dir).join("MdeTelemetryDaily").exists());
+    }
+}
+
 #[test]
 fn report_redraws_the_page_from_the_store() {
     let cwd = tempfile::tempdir().unwrap();
