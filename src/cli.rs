@@ -23,6 +23,19 @@ pub mod env_vars {
     pub use crate::config::env::*;
 }
 
+/// Takes the variables bound to flags as unset when they are empty, as the configuration's own
+/// variables are: a deployment template that declares every variable sets the unused ones to
+/// "", which would otherwise read as `--input ""` (clap: "a value is required"). Call before
+/// parsing, while the process has one thread.
+pub fn forget_empty_variables() {
+    use env_vars::*;
+    for name in [CONFIG, INPUT, OUT, MATCH_MODE, LOG_FORMAT] {
+        if std::env::var_os(name).is_some_and(|value| value.to_string_lossy().trim().is_empty()) {
+            std::env::remove_var(name);
+        }
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "telemetry-hunt",

@@ -40,6 +40,7 @@ fn init_logging(cli: &Cli) {
 }
 
 fn main() -> ExitCode {
+    telemetry_hunt::cli::forget_empty_variables();
     let cli = Cli::parse();
     redact::register_environment();
     init_logging(&cli);

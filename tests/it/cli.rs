@@ -131,6 +131,21 @@ fn the_default_run_uses_the_bundled_sample() {
     assert!(record["RowsEvadingReferenceQuery"].as_u64().unwrap() > 0);
 }
 
+/// A deployment that declares every variable sets the unused ones to "": they mean unset.
+#[test]
+fn empty_variables_are_unset() {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_telemetry-hunt"));
+    command.args(["-q", "run"]).current_dir(cwd.path()).env_remove("RUST_LOG");
+    for name in ["CONFIG", "INPUT", "OUT", "MATCH_MODE", "LOG_FORMAT"] {
+        command.env(format!("TELEMETRY_HUNT_{name}"), if name == "OUT" { " " } else { "" });
+    }
+    let out = command.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Findings: 10 (6 High, 4 Medium"), "{}", text(&out.stdout));
+    assert!(cwd.path().join("out/MdeTelemetryDaily").is_dir());
+}
+
 #[test]
 fn backfill_goes_day_by_day_resumes_and_matches_one_run() {
     let cwd = tempfile::tempdir().unwrap();
