@@ -235,7 +235,12 @@ impl ParquetEncoder {
 
     pub fn write(&mut self, chunk: &Table) -> Result<(), SinkError> {
         let batch = chunk.to_record_batch().map_err(|e| encode(self.table, e))?;
-        self.writer.write(&batch).map_err(|e| encode(self.table, e))
+        self.write_batch(&batch)
+    }
+
+    /// A chunk built as a batch of the table's schema.
+    pub fn write_batch(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
+        self.writer.write(batch).map_err(|e| encode(self.table, e))
     }
 
     pub fn finish(self) -> Result<Bytes, SinkError> {

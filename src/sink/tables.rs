@@ -2,7 +2,10 @@
 //! output is deterministic whatever order rayon merged in.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use arrow_array::builder::{BooleanBuilder, Int64Builder, StringBuilder};
+use arrow_array::{ArrayRef, Date32Array, RecordBatch};
 use serde_json::json;
 
 use super::table::{Cell, ColumnType as T, Table};
@@ -275,21 +278,19 @@ pub fn processes(partial: &Partial, settings: &Settings, day: Day) -> Table {
 /// and rows are sorted by reference, so a busy day costs little more than its cells.
 pub fn device_hosts(partial: &Partial, settings: &Settings, day: Day) -> Table {
     let mut table = Table::new(DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS);
-    device_hosts_chunks(partial, settings, day, |chunk| {
-        table.rows.extend(chunk.rows);
-        Ok::<(), std::convert::Infallible>(())
-    })
-    .unwrap_or_else(|never| match never {});
+    device_hosts_chunks(partial, settings, day, |chunk| table.extend_from_record_batch(&chunk))
+        .expect("a device table batch reads back as the table it was built as");
     table
 }
 
-/// Rows of [`device_hosts`] handed on a chunk at a time, in order: a busy day's device table is
-/// tens of thousands of rows, many times larger as cells than as the Parquet file they go to.
+/// Rows of [`device_hosts`] handed on a chunk at a time, in order, as Arrow batches of the
+/// table's schema: a busy day's device table is tens of thousands of rows, and built as cells
+/// (a `String` for each of ten text columns of every row) it cost more than encoding it.
 pub fn device_hosts_chunks<E>(
     partial: &Partial,
     settings: &Settings,
     day: Day,
-    mut each: impl FnMut(Table) -> Result<(), E>,
+    mut each: impl FnMut(RecordBatch) -> Result<(), E>,
 ) -> Result<(), E> {
     const CHUNK_ROWS: usize = 8192;
     use crate::hunt::aggregate::{identity_fields, spelling};
@@ -298,12 +299,12 @@ pub fn device_hosts_chunks<E>(
         allowed: Option<String>,
         listed: bool,
     }
-    let mut identities: rustc_hash::FxHashMap<u32, Identity<'_>> = rustc_hash::FxHashMap::default();
-    let mut rows = Vec::new();
     let activity: Option<&DayActivity> = partial.activity.get(&day);
-    for (&(device, identity, port, spelled, excluded), agg) in activity.into_iter().flatten() {
-        let excluded = excluded.map(|rule| rule as usize);
-        let id = identities.entry(identity).or_insert_with(|| {
+    let mut identities: rustc_hash::FxHashMap<u32, Identity<'_>> = rustc_hash::FxHashMap::default();
+    let mut devices: rustc_hash::FxHashMap<u32, u32> = rustc_hash::FxHashMap::default();
+    for &(device, identity, ..) in activity.into_iter().flat_map(|a| a.keys()) {
+        devices.entry(device).or_insert(0);
+        identities.entry(identity).or_insert_with(|| {
             let fields = identity_fields(partial.identities.name(identity));
             let [host, file, folder, _, _] = fields;
             Identity {
@@ -313,40 +314,85 @@ pub fn device_hosts_chunks<E>(
                 listed: settings.hosts.classify(Some(host)).host.is_some(),
             }
         });
-        rows.push((partial.devices.name(device), id.fields, port, spelled, excluded, device, identity, *agg));
     }
+    // Rows are ordered by DeviceId and the identity's fields: each distinct device and identity
+    // is ranked once by its text, and the rows are sorted by the ranks, integers, rather than by
+    // comparing the same strings again at every step of the sort. Interned texts are unique, so
+    // a rank stands for its text.
+    let mut ranked: Vec<u32> = devices.keys().copied().collect();
+    ranked.sort_unstable_by_key(|&device| partial.devices.name(device));
+    for (rank, device) in ranked.iter().enumerate() {
+        devices.insert(*device, rank as u32);
+    }
+    let mut ranked: Vec<u32> = identities.keys().copied().collect();
+    ranked.sort_unstable_by_key(|identity| identities[identity].fields);
+    let identity_rank: rustc_hash::FxHashMap<u32, u32> =
+        ranked.iter().enumerate().map(|(rank, identity)| (*identity, rank as u32)).collect();
+    let mut rows: Vec<_> = activity
+        .into_iter()
+        .flatten()
+        .map(|(&(device, identity, port, spelled, excluded), agg)| {
+            ((devices[&device], identity_rank[&identity], port, spelled, excluded), device, identity, agg)
+        })
+        .collect();
     // The keys are unique (a day's activity key maps one to one onto them), so an unstable sort
     // gives the one order a stable sort would, without its buffer.
-    rows.sort_unstable_by(|a, b| (a.0, a.1, a.2, a.3, a.4).cmp(&(b.0, b.1, b.2, b.3, b.4)));
-    let mut table = Table::new(DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS);
-    for (device_id, [host, file, folder, sha1, company], port, spelled, excluded, device, identity, agg) in rows {
-        if table.rows.len() == CHUNK_ROWS {
-            each(std::mem::replace(&mut table, Table::new(DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS)))?;
+    rows.sort_unstable_by_key(|row| row.0);
+    let schema = Table::new(DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS).schema();
+    for chunk in rows.chunks(CHUNK_ROWS) {
+        let text = || StringBuilder::with_capacity(chunk.len(), chunk.len() * 16);
+        let int = || Int64Builder::with_capacity(chunk.len());
+        let (mut device_ids, mut device_names, mut hosts) = (text(), text(), text());
+        let mut listed = BooleanBuilder::with_capacity(chunk.len());
+        let mut ports = int();
+        let (mut files, mut folders, mut sha1s, mut companies) = (text(), text(), text(), text());
+        let (mut expected, mut spellings) = (text(), text());
+        let (mut events, mut failed) = (int(), int());
+        for &((_, _, port, spelled, excluded), device, identity, agg) in chunk {
+            let id = &identities[&identity];
+            let [host, file, folder, sha1, company] = id.fields;
+            device_ids.append_value(partial.devices.name(device));
+            device_names.append_value(partial.device_names.get(&(day, device)).map_or("", |n| n.as_ref()));
+            hosts.append_value(host);
+            listed.append_value(id.listed);
+            ports.append_option(port.map(i64::from));
+            files.append_value(file);
+            folders.append_value(folder);
+            sha1s.append_value(sha1);
+            companies.append_value(company);
+            match (&id.allowed, excluded) {
+                (Some(allowed), _) => expected.append_value(allowed),
+                (None, Some(rule)) => {
+                    expected.append_value(format!("exclusion:{}", settings.exclusions[rule as usize].name))
+                }
+                (None, None) => expected.append_value(""),
+            }
+            spellings.append_value(spelling::name(spelled));
+            // as `Cell::from(u64)` stores counts
+            events.append_value(i64::try_from(agg.events).unwrap_or(i64::MAX));
+            failed.append_value(i64::try_from(agg.failed).unwrap_or(i64::MAX));
         }
-        let id = &identities[&identity];
-        let expected_by = match (&id.allowed, excluded) {
-            (Some(allowed), _) => allowed.clone(),
-            (None, Some(rule)) => format!("exclusion:{}", settings.exclusions[rule].name),
-            (None, None) => String::new(),
-        };
-        table.push(vec![
-            Cell::Day(day),
-            Cell::from(device_id),
-            Cell::from(partial.device_names.get(&(day, device)).map_or("", |n| n.as_ref())),
-            Cell::from(host),
-            Cell::from(id.listed),
-            port.map_or(Cell::Null, |p| Cell::Int(i64::from(p))),
-            Cell::from(file),
-            Cell::from(folder),
-            Cell::from(sha1),
-            Cell::from(company),
-            Cell::from(expected_by),
-            Cell::from(spelling::name(spelled)),
-            Cell::from(agg.events),
-            Cell::from(agg.failed),
-        ]);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Date32Array::from(vec![day.0; chunk.len()])),
+            Arc::new(device_ids.finish()),
+            Arc::new(device_names.finish()),
+            Arc::new(hosts.finish()),
+            Arc::new(listed.finish()),
+            Arc::new(ports.finish()),
+            Arc::new(files.finish()),
+            Arc::new(folders.finish()),
+            Arc::new(sha1s.finish()),
+            Arc::new(companies.finish()),
+            Arc::new(expected.finish()),
+            Arc::new(spellings.finish()),
+            Arc::new(events.finish()),
+            Arc::new(failed.finish()),
+        ];
+        each(
+            RecordBatch::try_new(schema.clone(), columns).expect("the columns of DEVICE_HOSTS_COLUMNS, in its order"),
+        )?;
     }
-    each(table)
+    Ok(())
 }
 
 /// The findings of one day, in the detectors' order.
