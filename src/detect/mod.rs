@@ -147,6 +147,14 @@ impl Default for Document {
 }
 
 impl Document {
+    /// A document written as text by a detector; text that is not JSON (a bug) becomes `null`.
+    fn from_text(text: String) -> Document {
+        match serde_json::value::RawValue::from_string(text) {
+            Ok(raw) => Document(raw),
+            Err(_) => Document::default(),
+        }
+    }
+
     pub fn value(&self) -> Value {
         serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
     }
@@ -255,11 +263,13 @@ pub struct Context<'a> {
     pub settings: &'a Settings,
     pub today: &'a DayData,
     pub history: &'a History,
+    /// The opening of every device series of the day, up to its counts (see [`device_series`]).
+    series_days: OnceLock<String>,
 }
 
 impl<'a> Context<'a> {
     pub fn new(day: Day, settings: &'a Settings, today: &'a DayData, history: &'a History) -> Context<'a> {
-        Context { day, settings, today, history }
+        Context { day, settings, today, history, series_days: OnceLock::new() }
     }
 
     pub fn device_id(&self, device: u32) -> &str {
@@ -415,16 +425,26 @@ pub fn count_day(settings: &Settings, names: &Names, data: &DayData) {
 
 /// `{"days": [...], "devices": [...]}` over the history days and today, and the mean over the
 /// history days; `devices_on` says how many devices a day had.
-pub fn device_series(ctx: &Context<'_>, devices_on: impl Fn(&DayData) -> usize) -> (Value, f64) {
-    let days: Vec<Day> = ctx.history.days.iter().map(|d| d.day).chain(std::iter::once(ctx.day)).collect();
+pub fn device_series(ctx: &Context<'_>, devices_on: impl Fn(&DayData) -> usize) -> (Document, f64) {
+    use std::fmt::Write;
     let counts: Vec<usize> = ctx.history.days.iter().chain(std::iter::once(ctx.today)).map(devices_on).collect();
     let history = &counts[..counts.len() - 1];
     let mean = if history.is_empty() { 0.0 } else { history.iter().sum::<usize>() as f64 / history.len() as f64 };
-    let series = json!({
-        "days": days.iter().map(Day::to_string).collect::<Vec<_>>(),
-        "devices": counts,
-    });
-    (series, mean)
+    // The text `json!` would give (keys sorted), written directly: a busy night has thousands
+    // of findings a day, each with the same list of days.
+    let mut text = ctx
+        .series_days
+        .get_or_init(|| {
+            let days = ctx.history.days.iter().map(|d| d.day).chain(std::iter::once(ctx.day));
+            let quoted: Vec<String> = days.map(|day| format!("\"{day}\"")).collect();
+            format!("{{\"days\":[{}],\"devices\":[", quoted.join(","))
+        })
+        .clone();
+    for (i, count) in counts.iter().enumerate() {
+        let _ = write!(text, "{}{count}", if i == 0 { "" } else { "," });
+    }
+    text.push_str("]}");
+    (Document::from_text(text), mean)
 }
 
 /// Runs every enabled detector on one day. Findings come sorted by type, then key.
@@ -589,6 +609,38 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The series is written as text: it must be the document `json!` gives, for no history,
+    /// one day and a gap-free window, and the days text is shared by every series of the day.
+    #[test]
+    fn a_device_series_is_the_json_document_of_its_days_and_counts() {
+        use testing::{day, day_data, sensor, settings};
+        let settings = settings();
+        for history_days in [0, 1, 3] {
+            let mut history = History::new(30);
+            for i in 0..history_days {
+                let rows: Vec<_> = (0..=i).map(|d| sensor(["dev-a", "dev-b", "dev-c"][d])).collect();
+                let data = day_data(&settings, &mut history.names, day(i as i32 - history_days as i32), &rows, &[]);
+                history.push(data, &settings);
+            }
+            let today = day_data(&settings, &mut history.names, day(0), &[sensor("dev-a")], &[]);
+            let ctx = Context::new(day(0), &settings, &today, &history);
+            let on = |data: &DayData| data.devices.len();
+            for _ in 0..2 {
+                let (series, mean) = device_series(&ctx, on);
+                let days: Vec<String> = (-(history_days as i32)..=0).map(|d| day(d).to_string()).collect();
+                let counts: Vec<usize> = (1..=history_days).chain([1]).collect();
+                let expected = json!({"days": days, "devices": counts});
+                assert_eq!(series.0.get(), serde_json::to_string(&expected).unwrap(), "{history_days} days");
+                let history_mean = if history_days == 0 {
+                    0.0
+                } else {
+                    (1..=history_days).sum::<usize>() as f64 / history_days as f64
+                };
+                assert_eq!(mean, history_mean);
+            }
+        }
+    }
 
     /// The running index says what walking the window's days says, and a day taken away
     /// leaves no trace.

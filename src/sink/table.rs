@@ -309,7 +309,13 @@ impl Table {
 
     /// JSON lines, keys in column order (so a person reading the file sees the table's order).
     pub fn to_jsonl(&self) -> String {
-        let mut out: Vec<u8> = Vec::with_capacity(self.rows.len() * 128);
+        let mut out = Vec::with_capacity(self.rows.len() * 128);
+        self.write_jsonl(&mut out);
+        String::from_utf8(out).expect("serde_json writes UTF-8")
+    }
+
+    /// [`Table::to_jsonl`] appended to `out`, for a file written a chunk of rows at a time.
+    pub fn write_jsonl(&self, out: &mut Vec<u8>) {
         for row in &self.rows {
             out.push(b'{');
             for (i, ((name, _), cell)) in self.columns.iter().zip(row).enumerate() {
@@ -319,11 +325,10 @@ impl Table {
                 out.push(b'"');
                 out.extend_from_slice(name.as_bytes());
                 out.extend_from_slice(b"\":");
-                cell.write_json(&mut out);
+                cell.write_json(out);
             }
             out.extend_from_slice(b"}\n");
         }
-        String::from_utf8(out).expect("serde_json writes UTF-8")
     }
 }
 
