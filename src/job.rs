@@ -900,19 +900,22 @@ pub fn detect_days(
         DayData::load_alone(results, day, settings)
     };
     let for_sentinel = written.is_some();
+    // A day's findings are summed up (and dropped) beside the detectors, not between days.
     let write_scored = |(day, findings): (Day, Vec<Finding>)| -> Result<_, SinkError> {
         let table = write_findings(results, day, &findings, run_id, settings.detect.max_listed_devices, for_sentinel)?;
         if !findings.is_empty() {
             tracing::info!(%day, findings = findings.len(), "Findings.");
         }
-        Ok((findings, table))
+        let mut day_summary = FindingsSummary::default();
+        day_summary.add(findings);
+        Ok((day_summary, table))
     };
     let mut summary = FindingsSummary::default();
-    let mut account = |(findings, table): (Vec<Finding>, Option<Table>)| {
+    let mut account = |(day_summary, table): (FindingsSummary, Option<Table>)| {
         if let (Some(written), Some(table)) = (written.as_deref_mut(), table) {
             written.push(table);
         }
-        summary.add(findings);
+        summary.merge(day_summary);
     };
     let mut next = read(0)?;
     let mut spent = None;
@@ -1002,8 +1005,9 @@ fn write_findings(
     let mut jsonl = Vec::new();
     for (i, (chunk, run_ids)) in findings.chunks(CHUNK_ROWS).zip(run_ids.chunks(CHUNK_ROWS)).enumerate() {
         let table = tables::findings(chunk, run_ids, max_listed);
-        parquet.write(&table)?;
-        table.write_jsonl(&mut jsonl);
+        // Two encodings of the same rows, apart: a thread the detectors leave idle takes one.
+        let (encoded, ()) = rayon::join(|| parquet.write(&table), || table.write_jsonl(&mut jsonl));
+        encoded?;
         if i == 0 {
             // The first chunk tells the size of the rest: one allocation of the day's file
             // instead of doubling through it (each a copy of what was written so far).

@@ -163,6 +163,20 @@ impl FindingsSummary {
         keep_first(&mut self.top, findings, SHOWN_FINDINGS, listed_order);
     }
 
+    /// Adds the summary of the days after this one's: the same as adding their findings here
+    /// (equals stay in the order they came, so a later summary's come after this one's). A
+    /// day's summary can so be made beside the detectors, and its findings dropped there.
+    pub fn merge(&mut self, later: FindingsSummary) {
+        self.total += later.total;
+        for (severity, n) in later.by_severity {
+            *self.by_severity.entry(severity).or_default() += n;
+        }
+        for (finding_type, n) in later.by_type {
+            *self.by_type.entry(finding_type).or_default() += n;
+        }
+        keep_first(&mut self.top, later.top, SHOWN_FINDINGS, listed_order);
+    }
+
     pub fn count(&self, severity: Severity) -> usize {
         self.by_severity.get(&severity).copied().unwrap_or(0)
     }
@@ -178,14 +192,28 @@ pub(crate) fn keep_first<T>(
     n: usize,
     order: impl Fn(&T, &T) -> Ordering,
 ) {
+    if n == 0 {
+        kept.clear();
+        return;
+    }
     let full = kept.len() >= n;
-    let mut entering: Vec<T> = new
+    let entering: Vec<T> = new
         .into_iter()
         .filter(|item| !full || kept.last().is_some_and(|last| order(item, last) == Ordering::Less))
         .collect();
-    kept.append(&mut entering);
-    kept.sort_by(&order);
-    kept.truncate(n);
+    if entering.is_empty() {
+        return;
+    }
+    // Ties broken by arrival, the order made total: the first `n` are then selected in linear
+    // time and only they are sorted (a first day can bring thousands, large to move about).
+    let total = |a: &(usize, T), b: &(usize, T)| order(&a.1, &b.1).then(a.0.cmp(&b.0));
+    let mut all: Vec<(usize, T)> = kept.drain(..).chain(entering).enumerate().collect();
+    if all.len() > n {
+        all.select_nth_unstable_by(n - 1, total);
+        all.truncate(n);
+    }
+    all.sort_unstable_by(total);
+    kept.extend(all.into_iter().map(|(_, item)| item));
 }
 
 fn listed_order(a: &Finding, b: &Finding) -> Ordering {
@@ -285,6 +313,7 @@ mod tests {
         };
         let mut all = Vec::new();
         let mut summary = FindingsSummary::default();
+        let mut merged = FindingsSummary::default();
         for day in 0..20 {
             let keys: Vec<String> = (0..next(60)).map(|i| format!("{day}-{i}")).collect();
             let made: Vec<(Severity, Option<f64>, &str)> = keys
@@ -297,11 +326,16 @@ mod tests {
                 .collect();
             let findings = findings_of(day, &made);
             all.extend(findings.clone());
+            // a day summed up on its own, then added to the days before it
+            let mut day_summary = FindingsSummary::default();
+            day_summary.add(findings.clone());
+            merged.merge(day_summary);
             summary.add(findings);
         }
         all.sort_by(listed_order);
         all.truncate(SHOWN_FINDINGS);
         assert_eq!(keys(&summary.top), keys(&all));
         assert!(summary.total > SHOWN_FINDINGS);
+        assert_eq!(merged, summary);
     }
 }
