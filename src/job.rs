@@ -929,11 +929,13 @@ pub fn detect_days(
         // neither touches), and the evidence of the day before is freed.
         let stale = spent.take();
         let previous = scored.take();
-        let (findings, (following, previous_written)) = rayon::join(
+        // The write, the longest of the three, is started first; the read is left for the
+        // thread that finishes scoring to take.
+        let (findings, (previous_written, following)) = rayon::join(
             || today.as_ref().map(|today| detect::run_day(&Context::new(day, settings, today, &history))),
             move || {
                 drop(stale);
-                rayon::join(|| read(i + 1), || previous.map(write_scored).transpose())
+                rayon::join(|| previous.map(write_scored).transpose(), || read(i + 1))
             },
         );
         next = following?;

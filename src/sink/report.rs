@@ -123,6 +123,18 @@ impl Findings {
         }
         super::summary::keep_first(&mut self.listed, rows, MAX_FINDING_ROWS, listed_order);
     }
+
+    fn merge(&mut self, other: Findings) {
+        self.total += other.total;
+        for (severity, n) in other.by_severity {
+            *self.by_severity.entry(severity).or_default() += n;
+        }
+        for (day, severity) in other.worst {
+            let worst = self.worst.entry(day).or_insert(severity);
+            *worst = (*worst).max(severity);
+        }
+        super::summary::keep_first(&mut self.listed, other.listed, MAX_FINDING_ROWS, listed_order);
+    }
 }
 
 /// A drop's score is negative: its size is what ranks it.
@@ -171,17 +183,20 @@ fn load(results: &Results) -> Result<Data, SinkError> {
         Some(last) => Day(last.0 - REPORT_DAYS + 1).through(last).collect(),
         None => Vec::new(),
     };
-    let mut series: BTreeMap<String, Vec<Option<f64>>> = BTreeMap::new();
-    let mut findings = Findings::default();
-    for (i, &day) in days.iter().enumerate() {
+    // Days are read on the worker pool, each ranked on its own and the rankings merged: the
+    // order is total (it ends with the FindingId), so the merge gives the one list whatever
+    // order the days come in.
+    use rayon::prelude::*;
+    let read_day = |(i, &day): (usize, &Day)| -> Result<(Vec<(usize, String, f64)>, Findings), SinkError> {
+        let mut connections_of_day = Vec::new();
+        let mut findings = Findings::default();
         if !stored.contains(&day) {
-            continue;
+            return Ok((connections_of_day, findings));
         }
         if let Some(daily) = results.read_day(tables::DAILY, DAILY_COLUMNS, day)? {
             let (action, connections) = (column(&daily, "ActionType"), column(&daily, "Connections"));
             for row in &daily.rows {
-                let values = series.entry(cell_text(&row[action])).or_insert_with(|| vec![None; days.len()]);
-                values[i] = Some(values[i].unwrap_or(0.0) + cell_f64(&row[connections]).unwrap_or(0.0));
+                connections_of_day.push((i, cell_text(&row[action]), cell_f64(&row[connections]).unwrap_or(0.0)));
             }
         }
         if let Some(table) = results.read_day(tables::FINDINGS, SHOWN_FINDING_COLUMNS, day)? {
@@ -210,6 +225,18 @@ fn load(results: &Results) -> Result<Data, SinkError> {
                 }
             }));
         }
+        Ok((connections_of_day, findings))
+    };
+    let read: Vec<(Vec<(usize, String, f64)>, Findings)> =
+        days.par_iter().enumerate().map(read_day).collect::<Result<_, _>>()?;
+    let mut series: BTreeMap<String, Vec<Option<f64>>> = BTreeMap::new();
+    let mut findings = Findings::default();
+    for (connections_of_day, day_findings) in read {
+        for (i, action, connections) in connections_of_day {
+            let values = series.entry(action).or_insert_with(|| vec![None; days.len()]);
+            values[i] = Some(values[i].unwrap_or(0.0) + connections);
+        }
+        findings.merge(day_findings);
     }
     // every stored day of the window has a value for every ActionType (0 when it had none)
     for values in series.values_mut() {
