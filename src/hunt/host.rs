@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use rustc_hash::FxHashSet;
 
 use super::lookalike::Lookalikes;
+use super::prefilter::UrlPrefilter;
 
 /// How RemoteUrl is turned into the host compared with the lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
@@ -279,6 +280,11 @@ impl HostList {
     pub fn exact_names(&self) -> impl Iterator<Item = &str> {
         self.exact.iter().map(String::as_str)
     }
+
+    /// The suffix entries, each with its leading dot (`.wd.microsoft.com` for `*.wd.microsoft.com`).
+    pub fn suffix_entries(&self) -> impl Iterator<Item = &str> {
+        self.suffixes.iter().map(String::as_str)
+    }
 }
 
 /// Where a row's host stands against the lists.
@@ -321,6 +327,8 @@ pub struct HostMatcher {
     lookalikes: Option<Lookalikes>,
     /// [`HostMatcher::is_relevant`]'s question to the per-thread memory of answers.
     relevance: super::memo::Question,
+    /// What every relevant value contains, searched page by page before any value is parsed.
+    prefilter: std::sync::Arc<UrlPrefilter>,
 }
 
 impl HostMatcher {
@@ -337,17 +345,33 @@ impl HostMatcher {
             any,
             lookalikes: None,
             relevance: super::memo::Question::new(),
+            prefilter: std::sync::Arc::new(UrlPrefilter::new([], [], [], None)),
         }
+        .with_prefilter(None, &[])
+    }
+
+    fn with_prefilter(mut self, edits: Option<usize>, patterns: &[&str]) -> Self {
+        let prefilter =
+            UrlPrefilter::new(self.any.exact_names(), self.any.suffix_entries(), patterns.iter().copied(), edits);
+        self.prefilter = std::sync::Arc::new(prefilter);
+        self
     }
 
     /// Also reports hosts on no list that look like listed ones (by `patterns`, or within
     /// `max_distance` edits of a listed exact name), for the look-alike detector.
     pub fn with_lookalikes<'a>(mut self, patterns: impl IntoIterator<Item = &'a str>, max_distance: usize) -> Self {
         let listed: Vec<String> = self.any.exact_names().map(str::to_string).collect();
-        self.lookalikes = Some(Lookalikes::new(patterns, listed.iter().map(String::as_str), max_distance));
+        let patterns: Vec<&str> = patterns.into_iter().collect();
+        self.lookalikes =
+            Some(Lookalikes::new(patterns.iter().copied(), listed.iter().map(String::as_str), max_distance));
         // The look-alikes change what is relevant: answers remembered before do not hold.
         self.relevance = super::memo::Question::new();
-        self
+        self.with_prefilter(Some(max_distance), &patterns)
+    }
+
+    /// The necessary condition of [`HostMatcher::is_relevant`] that sources test a page at a time.
+    pub fn prefilter(&self) -> &UrlPrefilter {
+        &self.prefilter
     }
 
     pub fn lookalikes(&self) -> Option<&Lookalikes> {

@@ -6,6 +6,7 @@ pub mod aggregate;
 pub mod host;
 pub mod lookalike;
 pub mod memo;
+pub mod prefilter;
 pub mod rules;
 
 pub use aggregate::{HuntCounts, Partial};

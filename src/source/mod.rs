@@ -12,6 +12,7 @@ pub mod json;
 pub mod local;
 pub mod log_analytics;
 pub mod parquet;
+pub mod url_pages;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -23,6 +23,7 @@ use parquet::basic::Encoding;
 use parquet::file::statistics::Statistics;
 
 use super::canonical::{from_columns, TimeCell, TimeReader};
+use super::url_pages::UrlPages;
 use super::{DayCounts, ScanOptions, ScanStats, SourceError};
 use crate::config::TimeColumn;
 use crate::hunt::host::HostMatcher;
@@ -319,11 +320,13 @@ impl<'v> UrlReader<'v> {
 /// chunks), or read from a local file a page at a time as the decoder asks for it, so a reader
 /// holds the pages it is decoding rather than every needed column chunk of its row groups (the
 /// parquet crate's own `File` reader would also reopen the file for every page).
+#[derive(Clone)]
 pub struct ColumnChunks {
     file_length: u64,
     source: ChunkSource,
 }
 
+#[derive(Clone)]
 enum ChunkSource {
     /// (file offset, bytes), sorted by offset.
     Fetched(Vec<(u64, Bytes)>),
@@ -526,6 +529,15 @@ struct Projection {
     output_columns: Vec<usize>,
 }
 
+/// The RemoteUrl leaf of a unit's single row group, when [`UrlPages`] can read it.
+fn url_leaf(metadata: &ArrowReaderMetadata, row_groups: &[usize]) -> Option<usize> {
+    let &[group] = row_groups else { return None };
+    let parquet_meta = metadata.metadata();
+    let descr = parquet_meta.file_metadata().schema_descr();
+    let leaf = descr.columns().iter().position(|c| c.path().parts() == [schema::REMOTE_URL.to_string()])?;
+    UrlPages::supports(&descr.column(leaf), parquet_meta.row_group(group).column(leaf)).then_some(leaf)
+}
+
 impl ParquetUnit {
     fn projection(&self, options: &ScanOptions) -> Projection {
         let arrow_schema = self.metadata.schema();
@@ -586,6 +598,28 @@ impl ParquetUnit {
         let stats =
             Arc::new(Mutex::new(ScanStats { row_groups_read: self.row_groups.len() as u64, ..Default::default() }));
         let carried = Arc::new(Mutex::new(Carried::default()));
+        // RemoteUrl straight from its pages where it can be (the arrow reader then decodes only
+        // the time column for the filter), else as one of the filter's columns.
+        let url_pages = match url_leaf(&self.metadata, &self.row_groups) {
+            Some(leaf) => {
+                let parquet_meta = self.metadata.metadata();
+                let group = parquet_meta.row_group(self.row_groups[0]);
+                let pages = UrlPages::new(
+                    Arc::new(chunks.clone()),
+                    &schema_descr.column(leaf),
+                    group.column(leaf),
+                    group.num_rows().max(0) as usize,
+                    options.matcher.clone(),
+                )
+                .map_err(|m| parquet_error(path, m))?;
+                Some(pages)
+            }
+            None => None,
+        };
+        let filter_columns = match url_pages {
+            Some(_) => filter_columns[..1].to_vec(),
+            None => filter_columns,
+        };
         let predicate = {
             let (stats, carried) = (stats.clone(), carried.clone());
             let options = options.clone();
@@ -593,21 +627,52 @@ impl ParquetUnit {
             let label = format!("{} row group {}", path.display(), self.row_groups[0]);
             let mut offset = 0usize;
             let mut dictionary = DictionaryVerdicts::default();
+            let mut url_pages = url_pages;
+            // per batch: the offsets of the rows whose RemoteUrl can matter, and their values
+            let (mut relevant_rows, mut relevant_text, mut relevant_ends) = (Vec::new(), String::new(), Vec::new());
             ArrowPredicateFn::new(ProjectionMask::roots(&schema_descr, filter_columns), move |batch: RecordBatch| {
                 let time_column = batch.column_by_name(&time_name).expect("projected");
                 let time = TimeReader::new(time_column.as_ref()).map_err(arrow_schema::ArrowError::ComputeError)?;
                 let url_column = batch.column_by_name(schema::REMOTE_URL);
                 let mut url = UrlReader::new(url_column.map(|a| a.as_ref()), &mut dictionary);
+                if let Some(pages) = url_pages.as_mut() {
+                    relevant_rows.clear();
+                    relevant_text.clear();
+                    relevant_ends.clear();
+                    pages
+                        .take(batch.num_rows(), |row, value| {
+                            relevant_rows.push(row);
+                            relevant_text.push_str(value);
+                            relevant_ends.push(relevant_text.len());
+                        })
+                        .map_err(|m| arrow_schema::ArrowError::ComputeError(format!("{label}: {m}")))?;
+                }
                 let mut stats = stats.lock().expect("one scan per unit, never poisoned");
                 let mut carried = carried.lock().expect("one scan per unit, never poisoned");
                 let mut days = DayCounts::default();
                 let mut keep = arrow_buffer::BooleanBufferBuilder::new(batch.num_rows());
+                let mut next_relevant = 0;
+                let mut kept_urls = arrow_array::builder::StringBuilder::new();
                 for row in 0..batch.num_rows() {
+                    // with the pages read here, `relevant_rows` says which rows can matter
+                    let paged_relevant = relevant_rows.get(next_relevant) == Some(&row);
+                    if paged_relevant {
+                        next_relevant += 1;
+                    }
                     let reason = match time.get(row) {
                         TimeCell::Micros(t) => {
-                            let kept = days.count(Day::of_micros(t), &options) && url.relevant(row, &options.matcher);
+                            let kept = days.count(Day::of_micros(t), &options)
+                                && match url_pages {
+                                    Some(_) => paged_relevant,
+                                    None => url.relevant(row, &options.matcher),
+                                };
                             if kept {
                                 carried.micros.push_back(t);
+                                if paged_relevant {
+                                    let at = next_relevant - 1;
+                                    let from = if at == 0 { 0 } else { relevant_ends[at - 1] };
+                                    kept_urls.append_value(&relevant_text[from..relevant_ends[at]]);
+                                }
                             }
                             keep.append(kept);
                             continue;
@@ -626,7 +691,11 @@ impl ParquetUnit {
                 }
                 days.add_to(&mut stats);
                 let keep = BooleanArray::new(keep.finish(), None);
-                if let Some(url_column) = url_column.filter(|_| keep.true_count() > 0) {
+                if url_pages.is_some() {
+                    if arrow_array::builder::ArrayBuilder::len(&kept_urls) > 0 {
+                        carried.urls.push_back(Arc::new(kept_urls.finish()));
+                    }
+                } else if let Some(url_column) = url_column.filter(|_| keep.true_count() > 0) {
                     carried.urls.push_back(compact(arrow_select::filter::filter(url_column.as_ref(), &keep)?));
                 }
                 offset += batch.num_rows();
