@@ -308,15 +308,17 @@ impl BlobReader {
                 }
             }
         });
-        let mut delivered = 0;
+        let (mut delivered, mut failed) = (0, false);
         std::iter::from_fn(move || match receiver.blocking_recv() {
             Some(item) => {
                 delivered += 1;
+                failed |= item.is_err();
                 Some(item)
             }
             // A fetch task that ended without sending every unit (it panicked) must not look
-            // like a source with fewer blobs.
-            None if delivered < expected => {
+            // like a source with fewer blobs. One that sent its error stopped there: that error
+            // is the one to report, not this (the workers race to report theirs).
+            None if delivered < expected && !failed => {
                 let message = format!("the fetching stopped after {delivered} of {expected} units");
                 delivered = expected;
                 Some(Err(SourceError::Blob { url: url.clone(), message }))

@@ -11,6 +11,7 @@ pub mod csv;
 pub mod json;
 pub mod local;
 pub mod log_analytics;
+pub mod pages;
 pub mod parquet;
 pub mod url_pages;
 

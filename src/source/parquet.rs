@@ -3,8 +3,12 @@
 //! extra columns (never decoded); empty files; many row groups.
 //!
 //! Three things keep the scan cheap: row groups whose time statistics fall outside the window
-//! are never read; only canonical columns are projected; and a row filter over the time and
-//! RemoteUrl columns runs first, so the other columns are decoded only for telemetry rows.
+//! are never read; only canonical columns are read; and RemoteUrl is judged first, so the other
+//! columns are decoded only for telemetry rows. Where every needed column is flat and plainly
+//! or dictionary encoded (what common writers write), a row group is read page by page
+//! ([`super::url_pages`], [`super::pages`]): RemoteUrl pages searched whole, the other columns'
+//! values taken for the kept rows only. Anything else goes through the arrow reader with a row
+//! filter, which gives the same batches.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -23,6 +27,7 @@ use parquet::basic::Encoding;
 use parquet::file::statistics::Statistics;
 
 use super::canonical::{from_columns, TimeCell, TimeReader};
+use super::pages::{self, ColumnCursor, Kind};
 use super::url_pages::UrlPages;
 use super::{DayCounts, ScanOptions, ScanStats, SourceError};
 use crate::config::TimeColumn;
@@ -529,13 +534,17 @@ struct Projection {
     output_columns: Vec<usize>,
 }
 
-/// The RemoteUrl leaf of a unit's single row group, when [`UrlPages`] can read it.
-fn url_leaf(metadata: &ArrowReaderMetadata, row_groups: &[usize]) -> Option<usize> {
+/// The RemoteUrl leaf of a unit's single row group when [`UrlPages`] can read it, and whether
+/// the arrow reader would read it as text (then its values are checked to be UTF-8).
+fn url_leaf(metadata: &ArrowReaderMetadata, row_groups: &[usize]) -> Option<(usize, bool)> {
     let &[group] = row_groups else { return None };
     let parquet_meta = metadata.metadata();
     let descr = parquet_meta.file_metadata().schema_descr();
     let leaf = descr.columns().iter().position(|c| c.path().parts() == [schema::REMOTE_URL.to_string()])?;
-    UrlPages::supports(&descr.column(leaf), parquet_meta.row_group(group).column(leaf)).then_some(leaf)
+    let field = metadata.schema().field_with_name(schema::REMOTE_URL).ok()?;
+    let kind = Kind::of(&descr.column(leaf), field.data_type())?;
+    UrlPages::supports(&descr.column(leaf), parquet_meta.row_group(group).column(leaf))
+        .then_some((leaf, kind == Kind::Text))
 }
 
 impl ParquetUnit {
@@ -591,6 +600,154 @@ impl ParquetUnit {
         options: &ScanOptions,
         sink: &mut dyn FnMut(RecordBatch),
     ) -> Result<ScanStats, SourceError> {
+        match self.paged_plan(options) {
+            Some(plan) => self.scan_paged(chunks, options, sink, plan),
+            None => self.scan_filtered(chunks, options, sink),
+        }
+    }
+
+    /// The columns of a unit that [`UrlPages`] and [`ColumnCursor`] can read, when all of
+    /// them can: one row group, every needed column flat, in encodings they read.
+    fn paged_plan(&self, options: &ScanOptions) -> Option<PagedPlan> {
+        let &[group] = self.row_groups.as_slice() else { return None };
+        let parquet_meta = self.metadata.metadata();
+        let descr = parquet_meta.file_metadata().schema_descr();
+        let arrow_schema = self.metadata.schema();
+        let row_group = parquet_meta.row_group(group);
+        let column = |root: usize| -> Option<PagedColumn> {
+            let field = arrow_schema.field(root);
+            let leaf = descr.columns().iter().position(|c| c.path().parts() == [field.name().to_string()])?;
+            let kind = Kind::of(&descr.column(leaf), field.data_type())?;
+            pages::readable(&descr.column(leaf), row_group.column(leaf)).then(|| PagedColumn {
+                name: field.name().clone(),
+                leaf,
+                kind,
+            })
+        };
+        let url_root = arrow_schema.fields().iter().position(|f| f.name() == schema::REMOTE_URL)?;
+        let url = column(url_root).filter(|c| matches!(c.kind, Kind::Text | Kind::Bytes))?;
+        let Projection { filter_columns, output_columns } = self.projection(options);
+        let outputs = output_columns.into_iter().map(column).collect::<Option<Vec<_>>>()?;
+        Some(PagedPlan { time_root: filter_columns[0], url, outputs })
+    }
+
+    /// The unit page by page: the time column through the arrow reader (any time type),
+    /// RemoteUrl judged from its pages ([`UrlPages`]), and of the other columns only the
+    /// values of the rows kept ([`ColumnCursor`]).
+    fn scan_paged(
+        &self,
+        chunks: ColumnChunks,
+        options: &ScanOptions,
+        sink: &mut dyn FnMut(RecordBatch),
+        plan: PagedPlan,
+    ) -> Result<ScanStats, SourceError> {
+        let path = &self.path;
+        let failed = |m: String| parquet_error(path, format!("row group {}: {m}", self.row_groups[0]));
+        let parquet_meta = self.metadata.metadata();
+        let schema_descr = parquet_meta.file_metadata().schema_descr_ptr();
+        let group = parquet_meta.row_group(self.row_groups[0]);
+        let rows = group.num_rows().max(0) as usize;
+        let reader = Arc::new(chunks.clone());
+        let mut urls = UrlPages::new(
+            reader.clone(),
+            &schema_descr.column(plan.url.leaf),
+            group.column(plan.url.leaf),
+            rows,
+            options.matcher.clone(),
+            plan.url.kind == Kind::Text,
+        )
+        .map_err(failed)?;
+        let mut cursors = plan
+            .outputs
+            .iter()
+            .map(|c| {
+                let cursor = ColumnCursor::new(
+                    reader.clone(),
+                    &schema_descr.column(c.leaf),
+                    group.column(c.leaf),
+                    rows,
+                    c.kind,
+                )?;
+                Ok((c.name.as_str(), cursor))
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(failed)?;
+        let times = ParquetRecordBatchReaderBuilder::new_with_metadata(chunks, self.metadata.clone())
+            .with_row_groups(self.row_groups.clone())
+            .with_projection(ProjectionMask::roots(&schema_descr, [plan.time_root]))
+            .with_batch_size(BATCH_SIZE)
+            .build()
+            .map_err(|e| parquet_error(path, e))?;
+        let mut stats = ScanStats { row_groups_read: 1, ..Default::default() };
+        let judge = RowJudge::new(&self.path, self.row_groups[0], options);
+        let mut offset = 0usize;
+        let mut relevant = RelevantRows::default();
+        for batch in times {
+            let batch = batch.map_err(|e| parquet_error(path, e))?;
+            let time = TimeReader::new(batch.column(0).as_ref()).map_err(|m| parquet_error(path, m))?;
+            relevant.take(&mut urls, batch.num_rows()).map_err(failed)?;
+            let mut kept_rows: Vec<u32> = Vec::new();
+            let mut micros = Vec::new();
+            let mut kept_urls = arrow_array::builder::StringBuilder::new();
+            judge.batch(
+                &time,
+                batch.num_rows(),
+                offset,
+                &mut stats,
+                |row| relevant.holds(row),
+                |row, t| {
+                    kept_urls.append_value(relevant.value());
+                    kept_rows.push((offset + row) as u32);
+                    micros.push(t);
+                },
+            );
+            offset += batch.num_rows();
+            if kept_rows.is_empty() {
+                continue;
+            }
+            let mut named: Vec<(&str, arrow_array::ArrayRef)> = Vec::with_capacity(cursors.len() + 1);
+            for (name, cursor) in cursors.iter_mut() {
+                named.push((*name, cursor.gather(&kept_rows).map_err(failed)?));
+            }
+            named.push((schema::REMOTE_URL, Arc::new(kept_urls.finish())));
+            self.emit(named, micros, options, &mut stats, sink)?;
+        }
+        if offset != rows {
+            return Err(failed(format!("the time column holds {offset} rows where the row group has {rows}")));
+        }
+        Ok(stats)
+    }
+
+    /// Hands a canonical batch of kept rows to `sink`, dropping (and counting) the rows whose
+    /// RemotePort is not a port.
+    fn emit(
+        &self,
+        mut named: Vec<(&str, arrow_array::ArrayRef)>,
+        mut micros: Vec<i64>,
+        options: &ScanOptions,
+        stats: &mut ScanStats,
+        sink: &mut dyn FnMut(RecordBatch),
+    ) -> Result<(), SourceError> {
+        let path = &self.path;
+        let ports = super::canonical::drop_bad_ports(&mut named, &mut micros).map_err(|m| parquet_error(path, m))?;
+        for port in ports {
+            let sample =
+                || format!("{} row group {}: RemotePort {port} is not a port", path.display(), self.row_groups[0]);
+            stats.rejects.add(super::canonical::PORT_REJECTED, sample, options.reject_samples);
+        }
+        sink(from_columns(&named, micros).map_err(|m| parquet_error(path, m))?);
+        Ok(())
+    }
+
+    /// The unit through the arrow reader: a row filter over the time column (and RemoteUrl,
+    /// unless [`UrlPages`] reads its pages) decides the rows, then the other columns are decoded
+    /// for those rows only.
+    fn scan_filtered(
+        &self,
+        chunks: ColumnChunks,
+        options: &ScanOptions,
+        sink: &mut dyn FnMut(RecordBatch),
+    ) -> Result<ScanStats, SourceError> {
         let path = &self.path;
         let schema_descr = self.metadata.metadata().file_metadata().schema_descr_ptr();
         let Projection { filter_columns, output_columns } = self.projection(options);
@@ -601,7 +758,7 @@ impl ParquetUnit {
         // RemoteUrl straight from its pages where it can be (the arrow reader then decodes only
         // the time column for the filter), else as one of the filter's columns.
         let url_pages = match url_leaf(&self.metadata, &self.row_groups) {
-            Some(leaf) => {
+            Some((leaf, text)) => {
                 let parquet_meta = self.metadata.metadata();
                 let group = parquet_meta.row_group(self.row_groups[0]);
                 let pages = UrlPages::new(
@@ -610,6 +767,7 @@ impl ParquetUnit {
                     group.column(leaf),
                     group.num_rows().max(0) as usize,
                     options.matcher.clone(),
+                    text,
                 )
                 .map_err(|m| parquet_error(path, m))?;
                 Some(pages)
@@ -624,74 +782,51 @@ impl ParquetUnit {
             let (stats, carried) = (stats.clone(), carried.clone());
             let options = options.clone();
             let time_name = self.time_name.clone();
-            let label = format!("{} row group {}", path.display(), self.row_groups[0]);
+            let path = self.path.clone();
+            let group = self.row_groups[0];
             let mut offset = 0usize;
             let mut dictionary = DictionaryVerdicts::default();
             let mut url_pages = url_pages;
-            // per batch: the offsets of the rows whose RemoteUrl can matter, and their values
-            let (mut relevant_rows, mut relevant_text, mut relevant_ends) = (Vec::new(), String::new(), Vec::new());
+            let mut relevant = RelevantRows::default();
             ArrowPredicateFn::new(ProjectionMask::roots(&schema_descr, filter_columns), move |batch: RecordBatch| {
                 let time_column = batch.column_by_name(&time_name).expect("projected");
                 let time = TimeReader::new(time_column.as_ref()).map_err(arrow_schema::ArrowError::ComputeError)?;
                 let url_column = batch.column_by_name(schema::REMOTE_URL);
                 let mut url = UrlReader::new(url_column.map(|a| a.as_ref()), &mut dictionary);
                 if let Some(pages) = url_pages.as_mut() {
-                    relevant_rows.clear();
-                    relevant_text.clear();
-                    relevant_ends.clear();
-                    pages
-                        .take(batch.num_rows(), |row, value| {
-                            relevant_rows.push(row);
-                            relevant_text.push_str(value);
-                            relevant_ends.push(relevant_text.len());
-                        })
-                        .map_err(|m| arrow_schema::ArrowError::ComputeError(format!("{label}: {m}")))?;
+                    relevant.take(pages, batch.num_rows()).map_err(|m| {
+                        arrow_schema::ArrowError::ComputeError(format!("{} row group {group}: {m}", path.display()))
+                    })?;
                 }
                 let mut stats = stats.lock().expect("one scan per unit, never poisoned");
                 let mut carried = carried.lock().expect("one scan per unit, never poisoned");
-                let mut days = DayCounts::default();
                 let mut keep = arrow_buffer::BooleanBufferBuilder::new(batch.num_rows());
-                let mut next_relevant = 0;
                 let mut kept_urls = arrow_array::builder::StringBuilder::new();
-                for row in 0..batch.num_rows() {
-                    // with the pages read here, `relevant_rows` says which rows can matter
-                    let paged_relevant = relevant_rows.get(next_relevant) == Some(&row);
-                    if paged_relevant {
-                        next_relevant += 1;
-                    }
-                    let reason = match time.get(row) {
-                        TimeCell::Micros(t) => {
-                            let kept = days.count(Day::of_micros(t), &options)
-                                && match url_pages {
-                                    Some(_) => paged_relevant,
-                                    None => url.relevant(row, &options.matcher),
-                                };
-                            if kept {
-                                carried.micros.push_back(t);
-                                if paged_relevant {
-                                    let at = next_relevant - 1;
-                                    let from = if at == 0 { 0 } else { relevant_ends[at - 1] };
-                                    kept_urls.append_value(&relevant_text[from..relevant_ends[at]]);
-                                }
-                            }
-                            keep.append(kept);
-                            continue;
+                let paged = url_pages.is_some();
+                let judge = RowJudge::new(&path, group, &options);
+                let mut last_kept = 0;
+                judge.batch(
+                    &time,
+                    batch.num_rows(),
+                    offset,
+                    &mut stats,
+                    |row| match paged {
+                        true => relevant.holds(row),
+                        false => url.relevant(row, &options.matcher),
+                    },
+                    |row, t| {
+                        keep.append_n(row - last_kept, false);
+                        keep.append(true);
+                        last_kept = row + 1;
+                        carried.micros.push_back(t);
+                        if paged {
+                            kept_urls.append_value(relevant.value());
                         }
-                        TimeCell::Missing => "time: missing",
-                        TimeCell::Invalid => "time: not a valid timestamp",
-                        TimeCell::OutOfRange => "time: outside 0001-01-01..9999-12-31",
-                    };
-                    keep.append(false);
-                    stats.rows_scanned += 1;
-                    stats.rejects.add(
-                        reason,
-                        || format!("{label} row {}: {reason}", offset + row),
-                        options.reject_samples,
-                    );
-                }
-                days.add_to(&mut stats);
+                    },
+                );
+                keep.append_n(batch.num_rows() - last_kept, false);
                 let keep = BooleanArray::new(keep.finish(), None);
-                if url_pages.is_some() {
+                if paged {
                     if arrow_array::builder::ArrayBuilder::len(&kept_urls) > 0 {
                         carried.urls.push_back(Arc::new(kept_urls.finish()));
                     }
@@ -733,30 +868,119 @@ impl ParquetUnit {
             if let Some(url) = url {
                 named.push((schema::REMOTE_URL, url));
             }
-            let mut micros = micros;
-            let ports =
-                super::canonical::drop_bad_ports(&mut named, &mut micros).map_err(|m| parquet_error(path, m))?;
-            if !ports.is_empty() {
-                let mut stats = stats.lock().expect("filter done");
-                for port in ports {
-                    let sample = || {
-                        format!("{} row group {}: RemotePort {port} is not a port", path.display(), self.row_groups[0])
-                    };
-                    stats.rejects.add(super::canonical::PORT_REJECTED, sample, options.reject_samples);
-                }
-            }
-            let canonical = from_columns(&named, micros).map_err(|m| parquet_error(path, m))?;
-            sink(canonical);
+            self.emit(named, micros, options, &mut stats.lock().expect("filter done"), sink)?;
         }
         let stats = std::mem::take(&mut *stats.lock().expect("scan finished"));
         Ok(stats)
     }
 }
 
+/// Judges the rows of one batch of the time column: counts each valid time's day (and the rows
+/// outside the window), samples and counts the rows without a valid time, and calls `kept` for
+/// each row in the window whose RemoteUrl `relevant` says can matter, in row order.
+struct RowJudge<'a> {
+    path: &'a Path,
+    group: usize,
+    options: &'a ScanOptions,
+}
+
+impl<'a> RowJudge<'a> {
+    fn new(path: &'a Path, group: usize, options: &'a ScanOptions) -> RowJudge<'a> {
+        RowJudge { path, group, options }
+    }
+
+    fn batch(
+        &self,
+        time: &TimeReader,
+        rows: usize,
+        offset: usize,
+        stats: &mut ScanStats,
+        mut relevant: impl FnMut(usize) -> bool,
+        mut kept: impl FnMut(usize, i64),
+    ) {
+        let mut days = DayCounts::default();
+        for row in 0..rows {
+            let reason = match time.get(row) {
+                TimeCell::Micros(t) => {
+                    if days.count(Day::of_micros(t), self.options) && relevant(row) {
+                        kept(row, t);
+                    }
+                    continue;
+                }
+                TimeCell::Missing => "time: missing",
+                TimeCell::Invalid => "time: not a valid timestamp",
+                TimeCell::OutOfRange => "time: outside 0001-01-01..9999-12-31",
+            };
+            stats.rows_scanned += 1;
+            let sample = || format!("{} row group {} row {}: {reason}", self.path.display(), self.group, offset + row);
+            stats.rejects.add(reason, sample, self.options.reject_samples);
+        }
+        days.add_to(stats);
+    }
+}
+
+/// The rows of a batch whose RemoteUrl can matter, as [`UrlPages`] handed them out, with their
+/// values; asked about in row order.
+#[derive(Default)]
+struct RelevantRows {
+    rows: Vec<usize>,
+    text: String,
+    /// Where each value ends in `text`.
+    ends: Vec<usize>,
+    /// The relevant row [`RelevantRows::holds`] reached last.
+    at: std::cell::Cell<usize>,
+}
+
+impl RelevantRows {
+    /// The relevant rows among the next `rows` rows of `pages`.
+    fn take(&mut self, pages: &mut UrlPages, rows: usize) -> Result<(), String> {
+        self.rows.clear();
+        self.text.clear();
+        self.ends.clear();
+        self.at.set(0);
+        pages.take(rows, |row, value| {
+            self.rows.push(row);
+            self.text.push_str(value);
+            self.ends.push(self.text.len());
+        })
+    }
+
+    /// Whether `row` is relevant; rows are asked in increasing order.
+    fn holds(&self, row: usize) -> bool {
+        let mut at = self.at.get();
+        while self.rows.get(at).is_some_and(|&r| r < row) {
+            at += 1;
+        }
+        self.at.set(at);
+        self.rows.get(at) == Some(&row)
+    }
+
+    /// The value of the row [`RelevantRows::holds`] last said is relevant.
+    fn value(&self) -> &str {
+        let at = self.at.get();
+        let from = if at == 0 { 0 } else { self.ends[at - 1] };
+        &self.text[from..self.ends[at]]
+    }
+}
+
+/// A column [`ParquetUnit::scan_paged`] reads from its pages.
+struct PagedColumn {
+    name: String,
+    leaf: usize,
+    kind: Kind,
+}
+
+/// What [`ParquetUnit::scan_paged`] reads: the time column (by root), RemoteUrl and the rest.
+struct PagedPlan {
+    time_root: usize,
+    url: PagedColumn,
+    outputs: Vec<PagedColumn>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow_array::{StringArray, TimestampMicrosecondArray};
+    use arrow_array::{ArrayRef, StringArray, TimestampMicrosecondArray};
     use arrow_schema::{Field, Schema};
     use parquet::arrow::ArrowWriter;
     use parquet::file::properties::WriterProperties;
@@ -829,5 +1053,114 @@ mod tests {
         let small = defaults().set_dictionary_page_size_limit(1024).build();
         assert_eq!(planned_url_type(small, true), DataType::Utf8View);
         assert_eq!(planned_url_type(defaults().set_dictionary_enabled(false).build(), false), DataType::Utf8View);
+    }
+    /// Rows of every kind a paged scan must treat as the arrow path does: telemetry hosts in
+    /// every spelling among unrelated ones, nulls in every column, times on two days and
+    /// missing, ports that are not ports.
+    fn events(rows: usize) -> RecordBatch {
+        let url = |i: usize| match i % 9 {
+            0 => Some("winatp-gw-weu.microsoft.com".to_string()),
+            1 => Some(format!("https://eu-v20.events.data.microsoft.com/ping?id={i}")),
+            2 => Some("WINATP-GW-CUS.MICROSOFT.COM:443".to_string()),
+            3 => None,
+            4 => Some(String::new()),
+            5 => Some("winatp-gw-weu.rnicrosoft.com".to_string()),
+            _ => Some(format!("host{}.example.com", i % 50)),
+        };
+        let text = |prefix: &str, modulo: usize, nulls: usize| -> ArrayRef {
+            Arc::new(StringArray::from(
+                (0..rows).map(|i| (i % nulls != 1).then(|| format!("{prefix}{}", i % modulo))).collect::<Vec<_>>(),
+            ))
+        };
+        let day = 1_735_689_600_000_000i64; // 2025-01-01
+        let times: Vec<Option<i64>> =
+            (0..rows).map(|i| (i % 97 != 5).then_some(day + (i as i64 % 2) * 86_400_000_000 + i as i64)).collect();
+        let ports: Vec<Option<i32>> = (0..rows)
+            .map(|i| match i % 13 {
+                0 => None,
+                1 => Some(-1),
+                2 => Some(70_000),
+                3 => Some(8080),
+                _ => Some(443),
+            })
+            .collect();
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            ("Timestamp", Arc::new(TimestampMicrosecondArray::from(times))),
+            ("DeviceId", text("device-", 300, 41)),
+            ("DeviceName", text("host-", 300, 7)),
+            ("ActionType", text("Connection", 4, 1_000_000)),
+            ("RemoteUrl", Arc::new(StringArray::from((0..rows).map(url).collect::<Vec<_>>()))),
+            ("RemotePort", Arc::new(arrow_array::Int32Array::from(ports))),
+            ("InitiatingProcessFileName", text("proc", 20, 11)),
+            ("InitiatingProcessFolderPath", text("c:\\windows\\", 20, 13)),
+            ("InitiatingProcessSHA1", text("sha", 20, 17)),
+            ("LocalIP", text("10.0.0.", 250, 3)),
+        ];
+        RecordBatch::try_from_iter(columns).unwrap()
+    }
+
+    /// Every canonical batch and the stats of both paths, unit by unit.
+    fn both_paths(
+        path: &Path,
+        options: &ScanOptions,
+    ) -> Vec<((Vec<RecordBatch>, ScanStats), (Vec<RecordBatch>, ScanStats))> {
+        let planned = plan_file(path, options).unwrap();
+        planned
+            .units
+            .iter()
+            .map(|unit| {
+                let chunks =
+                    || ColumnChunks::local(path, File::open(path).unwrap(), &unit.chunk_ranges(options)).unwrap();
+                let plan = unit.paged_plan(options).expect("every column is readable page by page");
+                let mut paged = Vec::new();
+                let paged_stats = unit.scan_paged(chunks(), options, &mut |b| paged.push(b), plan).unwrap();
+                let mut filtered = Vec::new();
+                let filtered_stats = unit.scan_filtered(chunks(), options, &mut |b| filtered.push(b)).unwrap();
+                ((paged, paged_stats), (filtered, filtered_stats))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_paged_scan_gives_what_the_arrow_reader_gives() {
+        use parquet::file::properties::WriterVersion;
+        let settings = crate::config::Config::default().validate().unwrap();
+        let options = ScanOptions {
+            window: None,
+            time_column: crate::config::TimeColumn::Timestamp,
+            matcher: Arc::new(settings.hosts.clone()),
+            reject_samples: 5,
+            columns: crate::hunt::aggregate::needed_columns(&settings),
+            limits: settings.limits,
+        };
+        let batch = events(20_000);
+        let base = || WriterProperties::builder().set_data_page_row_count_limit(700).set_write_batch_size(128);
+        #[rustfmt::skip]
+        let variants = [
+            ("dictionaries", base().build()),
+            ("plain", base().set_dictionary_enabled(false).build()),
+            ("dictionaries falling back", base().set_dictionary_page_size_limit(512).build()),
+            ("v2 pages", base().set_writer_version(WriterVersion::PARQUET_2_0).set_encoding(Encoding::PLAIN).build()),
+            ("row groups of 3000", base().set_max_row_group_row_count(Some(3000)).build()),
+        ];
+        for (name, props) in variants {
+            let file = tempfile::NamedTempFile::new().unwrap();
+            let mut writer = ArrowWriter::try_new(file.reopen().unwrap(), batch.schema(), Some(props)).unwrap();
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+            let units = both_paths(file.path(), &options);
+            assert!(!units.is_empty(), "{name}");
+            let (mut kept, mut rejected) = (0, 0);
+            for ((paged, paged_stats), (filtered, filtered_stats)) in units {
+                let concat =
+                    |b: &[RecordBatch]| arrow_select::concat::concat_batches(&crate::schema::canonical(), b).unwrap();
+                assert_eq!(concat(&paged), concat(&filtered), "{name}");
+                assert_eq!(paged_stats, filtered_stats, "{name}");
+                kept += concat(&paged).num_rows();
+                rejected += paged_stats.rejects.total();
+            }
+            // both paths kept telemetry rows and rejected missing times and bad ports alike
+            assert!(kept > 4_000 && rejected > 1_000, "{name}: {kept} kept, {rejected} rejected");
+        }
     }
 }

@@ -15,13 +15,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parquet::basic::{ConvertedType, Encoding, LogicalType, Type as PhysicalType};
-use parquet::column::page::{Page, PageReader};
+use parquet::basic::{Encoding, Type as PhysicalType};
+use parquet::column::page::PageReader;
 use parquet::file::metadata::ColumnChunkMetaData;
 use parquet::file::reader::ChunkReader;
 use parquet::file::serialized_reader::SerializedPageReader;
 use parquet::schema::types::ColumnDescriptor;
 
+use super::pages::{self, decode_hybrid, validate_plain_utf8, Parts};
 use crate::hunt::host::HostMatcher;
 use crate::hunt::prefilter::{fold_into, UrlPrefilter};
 
@@ -64,33 +65,26 @@ pub struct UrlPages {
 
 impl UrlPages {
     /// Whether this reader can read the column chunk: flat byte arrays, values plain or in a
-    /// dictionary, levels RLE-encoded (the chunk's encodings list what its pages use).
-    #[allow(deprecated)] // BIT_PACKED: named only to accept the chunks that merely list it
+    /// dictionary, levels RLE-encoded (see [`pages::readable`]).
     pub fn supports(descr: &ColumnDescriptor, chunk: &ColumnChunkMetaData) -> bool {
-        let flat = descr.max_rep_level() == 0 && descr.max_def_level() <= 1;
-        let encodings_known = chunk.encodings().all(|e| {
-            matches!(e, Encoding::PLAIN | Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY | Encoding::RLE)
-                // old writers list BIT_PACKED for levels they never wrote (a required column)
-                || (e == Encoding::BIT_PACKED && descr.max_def_level() == 0)
-        });
-        flat && descr.physical_type() == PhysicalType::BYTE_ARRAY && encodings_known
+        descr.physical_type() == PhysicalType::BYTE_ARRAY && pages::readable(descr, chunk)
     }
 
-    /// Opens the chunk's pages; `rows` is the row group's row count.
+    /// Opens the chunk's pages; `rows` is the row group's row count. `text`: the values are
+    /// checked to be UTF-8 (the arrow reader checks them when it reads the column as text).
     pub fn new<R: ChunkReader + 'static>(
         reader: Arc<R>,
         descr: &ColumnDescriptor,
         chunk: &ColumnChunkMetaData,
         rows: usize,
         matcher: Arc<HostMatcher>,
+        text: bool,
     ) -> Result<UrlPages, String> {
         let pages = SerializedPageReader::new(reader, chunk, rows, None).map_err(|e| e.to_string())?;
-        let validate_utf8 = descr.converted_type() == ConvertedType::UTF8
-            || matches!(descr.logical_type_ref(), Some(LogicalType::String));
         Ok(UrlPages {
             pages: Box::new(pages),
             nullable: descr.max_def_level() == 1,
-            validate_utf8,
+            validate_utf8: text,
             matcher,
             dictionary: None,
             page: Bytes::new(),
@@ -142,71 +136,27 @@ impl UrlPages {
         self.relevant.clear();
         self.next_relevant = 0;
         self.handed = 0;
-        match page {
-            Page::DictionaryPage { buf, num_values, encoding, .. } => {
-                if !matches!(encoding, Encoding::PLAIN | Encoding::PLAIN_DICTIONARY) {
-                    return Err(format!("RemoteUrl dictionary page in {encoding} encoding is not supported"));
-                }
-                let mut verdicts = vec![None; num_values as usize];
-                let found = self.judge_plain(&buf, 0, num_values as usize, |i| i as u32)?;
+        match pages::split_page(page, self.nullable, &mut self.rows_left).map_err(|m| format!("RemoteUrl: {m}"))? {
+            Parts::Dictionary { buf, values } => {
+                let mut verdicts = vec![None; values];
+                let found = self.judge_plain(&buf, 0, values, |i| i as u32)?;
                 for r in found {
                     verdicts[r.row as usize] = Some((r.start, r.len));
                 }
                 self.dictionary = Some((buf, verdicts));
                 self.page_rows = 0;
             }
-            Page::DataPage { buf, num_values, encoding, def_level_encoding, .. } => {
-                let rows = self.claim(num_values)?;
-                let values_at = if self.nullable {
-                    if def_level_encoding != Encoding::RLE {
-                        return Err(format!("RemoteUrl definition levels in {def_level_encoding} are not supported"));
-                    }
-                    let length = buf.get(..4).ok_or("a RemoteUrl page ends inside its definition levels")?;
-                    let length = u32::from_le_bytes(length.try_into().expect("4 bytes")) as usize;
-                    let levels = buf.get(4..4 + length).ok_or("a RemoteUrl page ends inside its definition levels")?;
-                    self.all_valid = decode_levels(levels, rows, &mut self.valid_rows)?;
-                    4 + length
-                } else {
-                    self.all_valid = true;
-                    0
-                };
+            Parts::Data { buf, rows, levels, values_at, encoding } => {
+                self.valid_rows.clear();
+                self.all_valid = levels.is_none();
+                if let Some(levels) = levels {
+                    self.valid_rows
+                        .extend(levels.iter().enumerate().filter(|(_, &l)| l == 1).map(|(row, _)| row as u32));
+                }
                 self.data_page(buf, values_at, rows, encoding)?;
-            }
-            Page::DataPageV2 {
-                buf,
-                num_values,
-                encoding,
-                num_nulls,
-                num_rows,
-                def_levels_byte_len,
-                rep_levels_byte_len,
-                ..
-            } => {
-                if rep_levels_byte_len != 0 || num_rows != num_values {
-                    return Err("RemoteUrl is not a flat column".into());
-                }
-                let rows = self.claim(num_rows)?;
-                let levels_end = def_levels_byte_len as usize;
-                if self.nullable && num_nulls > 0 {
-                    let levels = buf.get(..levels_end).ok_or("a RemoteUrl page ends inside its definition levels")?;
-                    self.all_valid = decode_levels(levels, rows, &mut self.valid_rows)?;
-                } else {
-                    self.all_valid = true;
-                }
-                self.data_page(buf, levels_end, rows, encoding)?;
             }
         }
         Ok(())
-    }
-
-    /// The rows of a data page, checked against what the row group has left.
-    fn claim(&mut self, rows: u32) -> Result<usize, String> {
-        let rows = rows as usize;
-        if rows > self.rows_left {
-            return Err(format!("a RemoteUrl page holds {rows} rows where its row group has {} left", self.rows_left));
-        }
-        self.rows_left -= rows;
-        Ok(rows)
     }
 
     /// Judges a data page's values: one per row, or per row of `valid_rows` unless `all_valid`.
@@ -295,93 +245,6 @@ impl UrlPages {
     }
 }
 
-/// Checks that `count` plain-encoded byte arrays are UTF-8. A length below 128 is four bytes
-/// that are themselves ASCII, so runs of such values are checked as one buffer (as the arrow
-/// reader does); a longer length ends the run before it.
-fn validate_plain_utf8(values: &[u8], count: usize) -> Result<(), String> {
-    let invalid = || "RemoteUrl holds a value that is not valid UTF-8 text".to_string();
-    let mut run_start = 0;
-    let mut position = 0;
-    for _ in 0..count {
-        let header = values.get(position..position + 4).ok_or("a RemoteUrl page ends inside a value's length")?;
-        let length = u32::from_le_bytes(header.try_into().expect("4 bytes")) as usize;
-        if length >= 128 {
-            simdutf8::basic::from_utf8(&values[run_start..position]).map_err(|_| invalid())?;
-            run_start = position + 4;
-        }
-        position = (position + 4)
-            .checked_add(length)
-            .filter(|&e| e <= values.len())
-            .ok_or("a RemoteUrl value runs past the end of its page")?;
-    }
-    simdutf8::basic::from_utf8(&values[run_start..position]).map_err(|_| invalid())?;
-    Ok(())
-}
-
-/// Decodes `rows` definition levels (bit width 1) into the rows that hold a value; `true`
-/// when every row does.
-fn decode_levels(levels: &[u8], rows: usize, valid_rows: &mut Vec<u32>) -> Result<bool, String> {
-    let mut decoded = Vec::new();
-    decode_hybrid(levels, 1, rows, &mut decoded)?;
-    if decoded.iter().all(|&level| level == 1) {
-        return Ok(true);
-    }
-    valid_rows.clear();
-    valid_rows.extend(decoded.iter().enumerate().filter(|(_, &level)| level == 1).map(|(row, _)| row as u32));
-    Ok(false)
-}
-
-/// Decodes `count` values of `width` bits from Parquet's RLE / bit-packed hybrid encoding.
-fn decode_hybrid(mut data: &[u8], width: u8, count: usize, out: &mut Vec<u32>) -> Result<(), String> {
-    let truncated = || "a RemoteUrl page's RLE data ends early".to_string();
-    if width > 32 {
-        return Err(format!("a RemoteUrl page's RLE data has a bit width of {width}"));
-    }
-    out.clear();
-    out.reserve(count);
-    let width = usize::from(width);
-    let value_bytes = width.div_ceil(8);
-    while out.len() < count {
-        let (header, used) = uleb128(data).ok_or_else(truncated)?;
-        data = &data[used..];
-        if header & 1 == 0 {
-            let run = usize::try_from(header >> 1).unwrap_or(usize::MAX).min(count - out.len());
-            let bytes = data.get(..value_bytes).ok_or_else(truncated)?;
-            let mut value = [0u8; 4];
-            value[..value_bytes].copy_from_slice(bytes);
-            data = &data[value_bytes..];
-            out.extend(std::iter::repeat_n(u32::from_le_bytes(value), run));
-        } else {
-            let groups = usize::try_from(header >> 1).unwrap_or(usize::MAX);
-            let bytes = groups.checked_mul(width).ok_or_else(truncated)?;
-            let packed = data.get(..bytes).ok_or_else(truncated)?;
-            data = &data[bytes..];
-            let values = (groups * 8).min(count - out.len());
-            let mask = if width == 32 { u64::from(u32::MAX) } else { (1u64 << width) - 1 };
-            for i in 0..values {
-                let bit = i * width;
-                let mut window = [0u8; 8];
-                let available = packed.len() - bit / 8;
-                window[..available.min(8)].copy_from_slice(&packed[bit / 8..bit / 8 + available.min(8)]);
-                out.push(((u64::from_le_bytes(window) >> (bit % 8)) & mask) as u32);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// An unsigned LEB128 integer and the bytes it took.
-fn uleb128(data: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    for (i, &byte) in data.iter().enumerate().take(10) {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,6 +252,7 @@ mod tests {
     use arrow_schema::{DataType, Field, Schema};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::arrow::ArrowWriter;
+    use parquet::column::page::Page;
     use parquet::file::properties::{WriterProperties, WriterVersion};
     use parquet::file::reader::{FileReader, SerializedFileReader};
 
@@ -494,7 +358,12 @@ mod tests {
     }
 
     /// What [`UrlPages`] says, taking the rows of each row group in runs of `step`.
-    fn paged(file: &tempfile::NamedTempFile, matcher: &Arc<HostMatcher>, step: usize) -> Vec<(usize, String)> {
+    fn paged(
+        file: &tempfile::NamedTempFile,
+        matcher: &Arc<HostMatcher>,
+        step: usize,
+        text: bool,
+    ) -> Vec<(usize, String)> {
         let reader = SerializedFileReader::new(file.reopen().unwrap()).unwrap();
         let metadata = reader.metadata();
         let descr = metadata.file_metadata().schema_descr().column(0);
@@ -503,7 +372,7 @@ mod tests {
         let mut first_row = 0;
         for group in metadata.row_groups() {
             let rows = group.num_rows() as usize;
-            let mut pages = UrlPages::new(bytes.clone(), &descr, group.column(0), rows, matcher.clone()).unwrap();
+            let mut pages = UrlPages::new(bytes.clone(), &descr, group.column(0), rows, matcher.clone(), text).unwrap();
             let mut at = 0;
             while at < rows {
                 let run = step.min(rows - at);
@@ -541,53 +410,17 @@ mod tests {
             let want = expected(&file, &m);
             assert!(want.len() > 1_000, "{name}: {} relevant rows", want.len());
             for step in [1, 7, 8192] {
-                assert_eq!(paged(&file, &m, step), want, "{name}, runs of {step}");
+                assert_eq!(paged(&file, &m, step, !binary), want, "{name}, runs of {step}");
             }
         }
         // a required column has no definition levels at all
         let required: Vec<Option<String>> = values.iter().map(|v| Some(v.clone().unwrap_or_default())).collect();
         for props in [base().build(), base().set_dictionary_enabled(false).build()] {
             let file = write(&required, props, false, false);
-            assert_eq!(paged(&file, &m, 100), expected(&file, &m));
+            assert_eq!(paged(&file, &m, 100, true), expected(&file, &m));
         }
         // delta encodings are left to the arrow reader
         let delta = write(&values, v2().set_dictionary_enabled(false).build(), false, true);
         assert!(!supported(&delta));
-    }
-
-    #[test]
-    fn hybrid_runs_decode_at_every_width() {
-        // RLE run of 5 × 3 (width 2), then one bit-packed group of 8 values at width 3
-        let mut data = vec![5 << 1, 3];
-        data.push((1 << 1) | 1);
-        let values = [1u32, 2, 3, 4, 5, 6, 7, 0];
-        let mut packed = 0u32;
-        for (i, v) in values.iter().enumerate() {
-            packed |= v << (3 * i);
-        }
-        data.extend_from_slice(&packed.to_le_bytes()[..3]);
-        let mut out = Vec::new();
-        decode_hybrid(&data[..2], 2, 5, &mut out).unwrap();
-        assert_eq!(out, [3; 5]);
-        decode_hybrid(&data[2..], 3, 8, &mut out).unwrap();
-        assert_eq!(out, values);
-        // truncated data is an error, not a panic
-        assert!(decode_hybrid(&data[2..4], 3, 8, &mut out).is_err());
-        assert!(decode_hybrid(&[0x80], 3, 1, &mut out).is_err());
-        assert!(decode_hybrid(&data[..1], 2, 5, &mut out).is_err());
-    }
-
-    #[test]
-    fn long_values_are_checked_as_utf8_around_their_lengths() {
-        let mut page = Vec::new();
-        for value in ["short", &"é".repeat(100), "tail"] {
-            page.extend_from_slice(&(value.len() as u32).to_le_bytes());
-            page.extend_from_slice(value.as_bytes());
-        }
-        validate_plain_utf8(&page, 3).unwrap();
-        let broken = page.len() - 2;
-        page[broken] = 0xff;
-        assert!(validate_plain_utf8(&page, 3).is_err());
-        assert!(validate_plain_utf8(&page[..10], 3).is_err(), "a page cut short is an error");
     }
 }
