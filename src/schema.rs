@@ -1,7 +1,10 @@
 //! The canonical event schema: the DeviceNetworkEvents columns the hunt reads.
 //!
 //! Every source yields Arrow batches of exactly this schema (a column missing from the input is
-//! all nulls), so the hunt never knows where a batch came from. Nothing else is decoded.
+//! all nulls), so the hunt never knows where a batch came from. Nothing else is decoded. A text
+//! column is `Utf8`, or `Dictionary(UInt32, Utf8)` where a Parquet source read a
+//! dictionary-encoded column: its keys are the file's, so the hunt works out what it needs of a
+//! value once per dictionary entry rather than once per row.
 
 use std::sync::Arc;
 

@@ -5,10 +5,11 @@
 //! reach a set, which keeps memory proportional to telemetry rows, not to the input.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, TimestampMicrosecondType};
-use arrow_array::{Array, RecordBatch, StringArray};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 
 use crate::config::Settings;
@@ -16,8 +17,70 @@ use crate::hunt::rules::{expected_by, first_exclusion, ProcessFields};
 use crate::schema::col;
 use crate::time::Day;
 
-fn get(a: &StringArray, row: usize) -> Option<&str> {
-    a.is_valid(row).then(|| a.value(row))
+fn get<'a>(a: Text<'a>, row: usize) -> Option<&'a str> {
+    a.get(row)
+}
+
+/// The key a null value stands under in caches keyed by dictionary keys.
+const NULL_KEY: u32 = u32::MAX;
+
+/// A canonical text column (see [`crate::schema`]): strings, or keys into the strings of a
+/// dictionary that the batches of one Parquet row group share.
+#[derive(Clone, Copy)]
+pub enum Text<'a> {
+    Plain(&'a StringArray),
+    Keys { keys: &'a arrow_array::UInt32Array, values: &'a StringArray, dictionary: &'a ArrayRef },
+}
+
+impl<'a> Text<'a> {
+    pub fn of(array: &'a dyn Array) -> Text<'a> {
+        match array.as_any_dictionary_opt() {
+            Some(keyed) => Text::Keys {
+                keys: keyed.keys().as_primitive::<arrow_array::types::UInt32Type>(),
+                values: keyed.values().as_string::<i32>(),
+                dictionary: keyed.values(),
+            },
+            None => Text::Plain(array.as_string::<i32>()),
+        }
+    }
+
+    /// What stands for the row's value in caches: its dictionary key (`NULL_KEY` for null), or
+    /// `NULL_KEY` in a column that is all null; `None` when the column is plain strings.
+    #[inline]
+    fn key(&self, row: usize) -> Option<u32> {
+        match self {
+            Text::Keys { keys, .. } => Some(if keys.is_valid(row) { keys.value(row) } else { NULL_KEY }),
+            Text::Plain(a) if a.null_count() == a.len() => Some(NULL_KEY),
+            Text::Plain(_) => None,
+        }
+    }
+
+    /// Whether [`Text::key`] stands for every row's value.
+    fn keyable(&self) -> bool {
+        match self {
+            Text::Plain(a) => a.null_count() == a.len(),
+            Text::Keys { .. } => true,
+        }
+    }
+
+    /// The dictionary the keys index, if keyed.
+    fn dictionary(&self) -> Option<&'a ArrayRef> {
+        match self {
+            Text::Keys { dictionary, .. } => Some(dictionary),
+            Text::Plain(_) => None,
+        }
+    }
+
+    #[inline]
+    pub fn get(&self, row: usize) -> Option<&'a str> {
+        match self {
+            Text::Plain(a) => a.is_valid(row).then(|| a.value(row)),
+            Text::Keys { keys, values, .. } => {
+                let key = keys.is_valid(row).then(|| keys.value(row) as usize)?;
+                (key < values.len() && values.is_valid(key)).then(|| values.value(key))
+            }
+        }
+    }
 }
 
 /// The input columns the hunt reads under these settings; sources decode nothing else (the
@@ -121,18 +184,22 @@ struct UrlClass {
     lookalike: Option<Box<str>>,
     /// [`spelling`] flags when the spelling hides a reference host from the reference query.
     spelled: u8,
+    /// The partial's number for `host` (or `lookalike`), for the caches keyed by it.
+    host_id: u32,
 }
 
 impl UrlClass {
-    fn of(settings: &Settings, url: Option<&str>) -> UrlClass {
+    fn of(settings: &Settings, url: Option<&str>, hosts: &mut Interner) -> UrlClass {
         let class = settings.hosts.classify(url);
         let evading = class.evades_reference_query();
+        let host_id = hosts.intern(class.host.as_deref().or(class.lookalike.as_deref()).unwrap_or(""));
         UrlClass {
             kql_reference: class.kql_reference,
             normalized_reference: class.normalized_reference,
             host: class.host.map(|h| h.as_ref().into()),
             lookalike: class.lookalike.map(|h| h.as_ref().into()),
             spelled: if evading { spelling::of(url.unwrap_or("")) } else { 0 },
+            host_id,
         }
     }
 
@@ -407,6 +474,117 @@ pub struct Partial {
     pub counts: HuntCounts,
     /// Scratch: RemoteUrl value → its class (see [`UrlClass`]); not part of the aggregate.
     url_memo: GroupMap<Box<str>, UrlClass>,
+    /// Scratch: what was worked out per dictionary key of keyed batches (see [`Keyed`]).
+    keyed: Keyed,
+}
+
+/// The process columns a row's process facts depend on, in [`ProcessKeys`] order.
+const PROCESS_COLUMNS: [usize; 7] = [
+    col::PROCESS_FILE_NAME,
+    col::PROCESS_FOLDER_PATH,
+    col::PROCESS_SHA1,
+    col::PROCESS_COMPANY,
+    col::PROCESS_COMMAND_LINE,
+    col::PROCESS_PARENT,
+    col::REMOTE_IP,
+];
+
+/// The dictionary keys of a row's process columns, and the host number and role of its
+/// RemoteUrl (telemetry host or look-alike).
+type ProcessKeys = ([u32; 7], u32, bool);
+
+/// What a row's process fields give on a host: worked out once per distinct [`ProcessKeys`].
+#[derive(Debug, Clone, Default)]
+struct ProcessFacts {
+    /// The exclusion rule that tags the rows (never for an expected process).
+    excluded: Option<usize>,
+    /// The process-on-host identity, interned (when detecting).
+    identity: u32,
+    file_lower: String,
+    folder_lower: String,
+    /// The identity's text, kept only as a buffer to build it in.
+    identity_text: String,
+}
+
+impl ProcessFacts {
+    /// The facts of `fields` (and the row's SHA1 and company) on `host`: a telemetry host, where
+    /// an expected process needs no excuse and exclusions only tag the unexpected ones, or a
+    /// look-alike, where every exclusion applies. The identity is interned only when detecting.
+    #[allow(clippy::too_many_arguments)]
+    fn work_out(
+        &mut self,
+        settings: &Settings,
+        fields: &ProcessFields<'_>,
+        sha1: &str,
+        company: &str,
+        host: &str,
+        telemetry: bool,
+        detecting: bool,
+        identities: &mut Interner,
+    ) {
+        let (file, folder) = (fields.file_name.unwrap_or(""), fields.folder_path.unwrap_or(""));
+        let expected = telemetry && expected_by(&settings.expected, file, folder, host).is_some();
+        self.excluded = if expected { None } else { first_exclusion(&settings.exclusions, fields) };
+        if detecting {
+            activity_identity(
+                &mut self.identity_text,
+                [host, file, folder, sha1, company],
+                [false, true, true, false, false],
+            );
+            self.identity = identities.intern(&self.identity_text);
+        }
+        lowercase_into(&mut self.file_lower, file);
+        lowercase_into(&mut self.folder_lower, folder);
+    }
+}
+
+/// Work keyed by the dictionary keys of the batches of one Parquet row group (their text columns
+/// share one dictionary each): a DeviceId is interned once per key, a process's rules and
+/// identity are worked out once per combination of keys, not once per row. Forgotten when the
+/// dictionaries change.
+#[derive(Debug, Default, Clone)]
+struct Keyed {
+    /// The dictionaries the keys index (held, so that one is never mistaken for a later one).
+    device_dictionary: Option<ArrayRef>,
+    devices: Vec<u32>,
+    process_dictionaries: [Option<ArrayRef>; 7],
+    processes: FxHashMap<ProcessKeys, ProcessFacts>,
+    /// Host names (and look-alikes) by number, for [`ProcessKeys`].
+    hosts: Interner,
+}
+
+/// Whether `column` is keyed into `dictionary` (both absent counts: an unkeyed column).
+fn same_dictionary(known: &Option<ArrayRef>, column: Option<&ArrayRef>) -> bool {
+    match (known, column) {
+        (Some(known), Some(column)) => Arc::ptr_eq(known, column),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+impl Keyed {
+    /// Takes up the DeviceId column's dictionary; `true` when its keys can be cached by.
+    fn follow_devices(&mut self, device_id: Text<'_>) -> bool {
+        let Text::Keys { values, dictionary, .. } = device_id else { return false };
+        if !same_dictionary(&self.device_dictionary, Some(dictionary)) {
+            self.device_dictionary = Some(dictionary.clone());
+            self.devices.clear();
+            self.devices.resize(values.len(), NULL_KEY);
+        }
+        true
+    }
+
+    /// Takes up the process columns' dictionaries; `true` when every one of them is keyed (or
+    /// all null) so that their keys can be cached by.
+    fn follow_processes(&mut self, process: &[Text<'_>; 7]) -> bool {
+        let changed =
+            process.iter().zip(&self.process_dictionaries).any(|(t, known)| !same_dictionary(known, t.dictionary()));
+        if changed {
+            self.process_dictionaries = process.each_ref().map(|t| t.dictionary().cloned());
+            self.processes.clear();
+        }
+        process.iter().all(Text::keyable)
+    }
 }
 
 fn merge_maps<K: std::hash::Hash + Eq, V>(into: &mut GroupMap<K, V>, from: GroupMap<K, V>, merge: impl Fn(&mut V, V)) {
@@ -595,26 +773,22 @@ impl Partial {
     /// weights, so the tables are the same as from the rows the weights count.
     pub fn add_weighted_batch(&mut self, settings: &Settings, batch: &RecordBatch, events: Option<&[u64]>) {
         let time = batch.column(col::TIME).as_primitive::<TimestampMicrosecondType>();
-        let text = |i: usize| -> &StringArray { batch.column(i).as_string::<i32>() };
+        let text = |i: usize| Text::of(batch.column(i).as_ref());
         let (device_id, device_name, action_type, remote_url) =
             (text(col::DEVICE_ID), text(col::DEVICE_NAME), text(col::ACTION_TYPE), text(col::REMOTE_URL));
-        let (remote_ip, file_name, folder_path, company) = (
-            text(col::REMOTE_IP),
-            text(col::PROCESS_FILE_NAME),
-            text(col::PROCESS_FOLDER_PATH),
-            text(col::PROCESS_COMPANY),
-        );
-        let (command_line, parent, machine_group) =
-            (text(col::PROCESS_COMMAND_LINE), text(col::PROCESS_PARENT), text(col::MACHINE_GROUP));
+        let machine_group = text(col::MACHINE_GROUP);
+        let process = PROCESS_COLUMNS.map(text);
+        let [file_name, folder_path, sha1, company, command_line, parent, remote_ip] = process;
         let remote_port = batch.column(col::REMOTE_PORT).as_primitive::<Int32Type>();
-        let sha1 = text(col::PROCESS_SHA1);
         let scoped = !settings.scope.is_everything();
         // Per-device activity is the detectors' evidence; without them it costs for nothing.
         let detecting = settings.detect.enabled;
-        let mut identity = String::with_capacity(160);
-        let (mut file_lower, mut folder_lower) = (String::new(), String::new());
         // Out of `self` for the batch, so a row borrows its class while the groups change.
         let mut memo = std::mem::take(&mut self.url_memo);
+        let mut keyed = std::mem::take(&mut self.keyed);
+        let devices_keyed = keyed.follow_devices(device_id);
+        let processes_keyed = keyed.follow_processes(&process);
+        let mut scratch = ProcessFacts::default();
 
         for row in 0..batch.num_rows() {
             let weight = events.map_or(1, |e| e[row]);
@@ -626,14 +800,15 @@ impl Partial {
                     if memo.len() >= URL_MEMO_LIMIT {
                         memo.clear();
                     }
+                    let hosts = &mut keyed.hosts;
                     let (_, class) = memo
                         .raw_entry_mut()
                         .from_key(url)
-                        .or_insert_with(|| (url.into(), UrlClass::of(settings, url.into())));
+                        .or_insert_with(|| (url.into(), UrlClass::of(settings, url.into(), hosts)));
                     class
                 }
                 _ => {
-                    unremembered = UrlClass::of(settings, url);
+                    unremembered = UrlClass::of(settings, url, &mut keyed.hosts);
                     &unremembered
                 }
             };
@@ -650,7 +825,16 @@ impl Partial {
             if device_text.is_empty() {
                 self.counts.rows_without_device += weight;
             }
-            let device = self.devices.intern(device_text);
+            let device = match device_id.key(row).filter(|&key| devices_keyed && key != NULL_KEY) {
+                Some(key) => {
+                    let slot = keyed.devices.get_mut(key as usize).expect("sized to the dictionary");
+                    if *slot == NULL_KEY {
+                        *slot = self.devices.intern(device_text);
+                    }
+                    *slot
+                }
+                None => self.devices.intern(device_text),
+            };
             let action = get(action_type, row).unwrap_or("");
             if class.kql_reference {
                 self.counts.rows_reference_kql += weight;
@@ -666,43 +850,57 @@ impl Partial {
             }
             let port = remote_port.is_valid(row).then(|| remote_port.value(row));
             let failed = action == "ConnectionFailed";
-            let fields = ProcessFields {
+            let telemetry = class.host.is_some();
+            if !telemetry && !detecting {
+                // A look-alike: the detectors' evidence only, never a telemetry row.
+                continue;
+            }
+            let host = class.host.as_deref().or(class.lookalike.as_deref()).expect("relevant rows have one");
+            let fields = || ProcessFields {
                 file_name: get(file_name, row),
                 folder_path: get(folder_path, row),
                 command_line: get(command_line, row),
                 parent_file_name: get(parent, row),
                 remote_ip: get(remote_ip, row),
             };
-            let mut activity = |identity_host: &str, spelled: u8, excluded: Option<usize>, this: &mut Partial| {
-                activity_identity(
-                    &mut identity,
-                    [
-                        identity_host,
-                        fields.file_name.unwrap_or(""),
-                        fields.folder_path.unwrap_or(""),
-                        get(sha1, row).unwrap_or(""),
-                        get(company, row).unwrap_or(""),
-                    ],
-                    [false, true, true, false, false],
-                );
-                let id = this.identities.intern(&identity);
-                let excluded =
+            let work_out = |facts: &mut ProcessFacts, identities: &mut Interner| {
+                let (sha1, company) = (get(sha1, row).unwrap_or(""), get(company, row).unwrap_or(""));
+                facts.work_out(settings, &fields(), sha1, company, host, telemetry, detecting, identities);
+            };
+            let facts: &ProcessFacts = match processes_keyed {
+                true => {
+                    let keys = process.map(|column| column.key(row).expect("every process column is keyed"));
+                    keyed.processes.entry((keys, class.host_id, telemetry)).or_insert_with(|| {
+                        let mut facts = ProcessFacts::default();
+                        work_out(&mut facts, &mut self.identities);
+                        facts
+                    })
+                }
+                false => {
+                    work_out(&mut scratch, &mut self.identities);
+                    &scratch
+                }
+            };
+            let excluded = facts.excluded;
+            if detecting {
+                let spelled = if telemetry { class.spelled } else { 0 };
+                let rule =
                     excluded.map(|rule| u32::try_from(rule).expect("2^32 compiled rules would not fit in memory"));
-                let agg =
-                    this.activity.entry(day).or_default().entry((device, id, port, spelled, excluded)).or_default();
+                let agg = self
+                    .activity
+                    .entry(day)
+                    .or_default()
+                    .entry((device, facts.identity, port, spelled, rule))
+                    .or_default();
                 agg.events += weight;
                 agg.failed += if failed { weight } else { 0 };
                 if let Some(name) = get(device_name, row) {
-                    set_min_name(&mut this.device_names, (day, device), name);
+                    set_min_name(&mut self.device_names, (day, device), name);
                 }
-            };
-            let Some(host) = class.host.as_deref() else {
-                // A look-alike: the detectors' evidence only, never a telemetry row.
-                if let Some(lookalike) = class.lookalike.as_deref().filter(|_| detecting) {
-                    activity(lookalike, 0, first_exclusion(&settings.exclusions, &fields), self);
-                }
+            }
+            if !telemetry {
                 continue;
-            };
+            }
             self.counts.rows_telemetry += weight;
             let host_agg = entry(&mut self.hosts, &DayHostAction(day, host, action));
             host_agg.group.add(device, weight);
@@ -713,24 +911,18 @@ impl Partial {
             if failed {
                 entry(&mut self.failed, &DayName(day, host)).insert(device);
             }
-            // An expected process needs no excuse: exclusions only tag the unexpected ones.
-            let expected =
-                expected_by(&settings.expected, fields.file_name.unwrap_or(""), fields.folder_path.unwrap_or(""), host)
-                    .is_some();
-            let excluded = if expected { None } else { first_exclusion(&settings.exclusions, &fields) };
             if let Some(rule) = excluded {
                 *self.counts.excluded_by_rule.entry(rule).or_default() += weight;
             }
-            if detecting {
-                activity(host, class.spelled, excluded, self);
-            }
-            lowercase_into(&mut file_lower, fields.file_name.unwrap_or(""));
-            lowercase_into(&mut folder_lower, fields.folder_path.unwrap_or(""));
             let company = get(company, row).unwrap_or("");
-            entry(&mut self.processes, &ProcessProbe(day, host, &file_lower, &folder_lower, company, excluded))
-                .add(device, weight);
+            entry(
+                &mut self.processes,
+                &ProcessProbe(day, host, &facts.file_lower, &facts.folder_lower, company, excluded),
+            )
+            .add(device, weight);
         }
         self.url_memo = memo;
+        self.keyed = keyed;
     }
 
     /// An estimate of the memory the device sets and the interned DeviceIds take, for
@@ -763,6 +955,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::source::canonical::{RowBuilder, RowValues};
+    use arrow_schema::DataType;
 
     #[test]
     fn spellings_that_hide_a_host_from_the_reference_query_are_named() {
@@ -928,5 +1121,92 @@ mod tests {
             a.iter().map(|(k, v)| (k.clone(), v.events)).collect::<Vec<_>>(),
             b.iter().map(|(k, v)| (k.clone(), v.events)).collect::<Vec<_>>()
         );
+    }
+
+    /// Text keyed into dictionaries (as the Parquet source hands it out, the batches of a row
+    /// group sharing them) gives the tables plain strings give: what is worked out once per key
+    /// is what each row would have worked out.
+    #[test]
+    fn keyed_text_gives_what_plain_text_gives() {
+        let settings = Config::default().validate().unwrap();
+        let processes = [
+            (
+                Some("MsSense.exe"),
+                Some(r"C:\Program Files\Windows Defender Advanced Threat Protection\MsSense.exe"),
+                None,
+            ),
+            (Some("taskhostw.exe"), Some(r"C:\Windows\System32\taskhostw.exe"), Some("taskhostw.exe Microsoft Update")),
+            (
+                Some("powershell.exe"),
+                Some(r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe"),
+                Some("-enc AAAA"),
+            ),
+            (None, None, None),
+        ];
+        let urls = [
+            "winatp-gw-weu.microsoft.com",
+            "WINATP-GW-CUS.MICROSOFT.COM:443",
+            "winatp-gw-weu.rnicrosoft.com",
+            "https://eu-v20.events.data.microsoft.com/ping",
+            "www.bing.com",
+        ];
+        let mut builder = RowBuilder::default();
+        for i in 0..600usize {
+            let (file, folder, command_line) = processes[i % processes.len()];
+            let mut row = RowValues {
+                time_micros: 1_700_000_000_000_000 + (i as i64 % 2) * 86_400_000_000,
+                remote_port: Some([443, 8080][i % 7 / 6]),
+                ..Default::default()
+            };
+            let device = format!("device-{}", i % 23);
+            row.text[col::DEVICE_ID] = (i % 29 != 3).then(|| Cow::Owned(device.clone()));
+            row.text[col::DEVICE_NAME] = Some(Cow::Owned(format!("{device}-{}", i % 3)));
+            row.text[col::ACTION_TYPE] = Some(Cow::Borrowed(["ConnectionSuccess", "ConnectionFailed"][i % 5 / 4]));
+            row.text[col::REMOTE_URL] = Some(Cow::Borrowed(urls[i % urls.len()]));
+            row.text[col::PROCESS_FILE_NAME] = file.map(Cow::Borrowed);
+            row.text[col::PROCESS_FOLDER_PATH] = folder.map(Cow::Borrowed);
+            row.text[col::PROCESS_COMMAND_LINE] = command_line.map(Cow::Borrowed);
+            row.text[col::PROCESS_SHA1] = Some(Cow::Owned(format!("sha{}", i % 4)));
+            builder.push(&row);
+        }
+        let plain = builder.finish();
+        // every text column keyed; the batches are slices, so they share the dictionaries
+        let keyed_type = DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8));
+        let columns: Vec<ArrayRef> = plain
+            .columns()
+            .iter()
+            .map(|c| match c.data_type() {
+                DataType::Utf8 => arrow_cast::cast(c, &keyed_type).unwrap(),
+                _ => c.clone(),
+            })
+            .collect();
+        let fields: Vec<arrow_schema::Field> = plain
+            .schema()
+            .fields()
+            .iter()
+            .zip(&columns)
+            .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
+            .collect();
+        let keyed = RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap();
+        let mut by_plain = Partial::default();
+        by_plain.add_batch(&settings, &plain);
+        let mut by_keys = Partial::default();
+        for start in (0..600).step_by(128) {
+            by_keys.add_batch(&settings, &keyed.slice(start, 128.min(600 - start)));
+        }
+        assert!(!by_keys.keyed.processes.is_empty(), "the process facts were cached by key");
+        assert_eq!(by_plain.counts, by_keys.counts);
+        assert!(by_plain.counts.excluded_by_rule.values().sum::<u64>() > 0, "a rule tagged rows");
+        for day in [Day::of_micros(1_700_000_000_000_000), Day::of_micros(1_700_086_400_000_000)] {
+            use crate::sink::tables;
+            for mode in [crate::hunt::host::MatchMode::Kql, crate::hunt::host::MatchMode::Normalized] {
+                assert_eq!(tables::daily(&by_plain, mode, day), tables::daily(&by_keys, mode, day));
+            }
+            assert_eq!(tables::hosts(&by_plain, &settings, day), tables::hosts(&by_keys, &settings, day));
+            assert_eq!(tables::processes(&by_plain, &settings, day), tables::processes(&by_keys, &settings, day));
+            let devices = tables::device_hosts(&by_plain, &settings, day);
+            assert!(devices.rows.len() > 20, "{day}: {} device rows", devices.rows.len());
+            assert_eq!(devices, tables::device_hosts(&by_keys, &settings, day));
+        }
     }
 }

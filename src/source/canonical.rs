@@ -227,10 +227,12 @@ pub fn drop_bad_ports(named: &mut [(&str, ArrayRef)], micros: &mut Vec<i64>) -> 
 }
 
 /// Converts the columns a reader produced (any names, any string encodings) into a canonical
-/// batch. `time_micros` holds the already-validated times of these rows.
+/// batch. `time_micros` holds the already-validated times of these rows. Text keyed into a
+/// dictionary of strings (`UInt32` keys) stays so: the hunt reads it as it is.
 pub fn from_columns(named: &[(&str, ArrayRef)], time_micros: Vec<i64>) -> Result<RecordBatch, String> {
     let rows = time_micros.len();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(CANONICAL_COLUMNS.len());
+    let keyed_text = DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8));
     for (i, name) in CANONICAL_COLUMNS.iter().enumerate() {
         if i == col::TIME {
             columns.push(Arc::new(TimestampMicrosecondArray::from(time_micros.clone()).with_timezone("UTC")));
@@ -239,6 +241,7 @@ pub fn from_columns(named: &[(&str, ArrayRef)], time_micros: Vec<i64>) -> Result
         let target = if i == col::REMOTE_PORT { DataType::Int32 } else { DataType::Utf8 };
         let column = match named.iter().find(|(n, _)| n == name) {
             Some((_, array)) if array.data_type() == &target => array.clone(),
+            Some((_, array)) if target == DataType::Utf8 && array.data_type() == &keyed_text => array.clone(),
             Some((_, array)) => {
                 let options = arrow_cast::CastOptions { safe: true, ..Default::default() };
                 arrow_cast::cast_with_options(array, &target, &options)
@@ -248,5 +251,15 @@ pub fn from_columns(named: &[(&str, ArrayRef)], time_micros: Vec<i64>) -> Result
         };
         columns.push(column);
     }
-    RecordBatch::try_new(schema::canonical(), columns).map_err(|e| e.to_string())
+    let schema = schema::canonical();
+    let fields: Vec<arrow_schema::FieldRef> = schema
+        .fields()
+        .iter()
+        .zip(&columns)
+        .map(|(field, column)| match field.data_type() == column.data_type() {
+            true => field.clone(),
+            false => Arc::new(field.as_ref().clone().with_data_type(column.data_type().clone())),
+        })
+        .collect();
+    RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns).map_err(|e| e.to_string())
 }

@@ -16,7 +16,8 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{BinaryBuilder, Int32Builder, Int64Builder, StringBuilder};
-use arrow_array::ArrayRef;
+use arrow_array::types::UInt32Type;
+use arrow_array::{Array, ArrayRef, DictionaryArray, StringArray, UInt32Array};
 use arrow_schema::DataType;
 use bytes::Bytes;
 use parquet::basic::{Encoding, Type as PhysicalType};
@@ -150,10 +151,11 @@ impl Kind {
     }
 }
 
-/// A dictionary page's entries: (start, end) of each in `bytes`, or in `text` for text.
+/// A dictionary page's entries: (start, end) of each in `bytes`; for text, the entries as
+/// strings, checked to be UTF-8 once and handed out as the values of keyed batches.
 struct Dictionary {
     bytes: Bytes,
-    text: String,
+    text: Option<Arc<StringArray>>,
     entries: Vec<(u32, u32)>,
 }
 
@@ -276,36 +278,40 @@ impl ColumnCursor {
             .ok_or_else(|| self.error("its column chunk ends early"))?;
         self.level_row = 0;
         self.level_values = 0;
-        let (buf, rows, values_at, encoding) =
-            match split_page(page, self.nullable, &mut self.rows_left).map_err(|m| self.error(m))? {
-                Parts::Dictionary { buf, values } => {
-                    let entries = self.plain_entries(&buf, values)?;
-                    self.dictionary = Some(match self.kind {
-                        Kind::Text => {
-                            // the entries are checked once, not each time a row takes one
-                            let mut text = Vec::with_capacity(buf.len());
-                            let entries = entries
-                                .iter()
-                                .map(|&(start, end)| {
-                                    let from = text.len() as u32;
-                                    text.extend_from_slice(&buf[start as usize..end as usize]);
-                                    (from, text.len() as u32)
-                                })
-                                .collect();
-                            let text = String::from_utf8(text)
-                                .map_err(|_| self.error("a dictionary value is not valid UTF-8 text"))?;
-                            Dictionary { bytes: Bytes::new(), text, entries }
+        let (buf, rows, values_at, encoding) = match split_page(page, self.nullable, &mut self.rows_left)
+            .map_err(|m| self.error(m))?
+        {
+            Parts::Dictionary { buf, values } => {
+                let entries = self.plain_entries(&buf, values)?;
+                self.dictionary = Some(match self.kind {
+                    Kind::Text => {
+                        // the entries are checked once, not each time a row takes one
+                        let mut text = Vec::with_capacity(buf.len());
+                        let mut ends = Vec::with_capacity(entries.len() + 1);
+                        ends.push(0i32);
+                        for &(start, end) in &entries {
+                            text.extend_from_slice(&buf[start as usize..end as usize]);
+                            ends.push(
+                                i32::try_from(text.len()).map_err(|_| self.error("a dictionary page over 2 GiB"))?,
+                            );
                         }
-                        _ => Dictionary { bytes: buf, text: String::new(), entries },
-                    });
-                    self.levels = None;
-                    return Ok(());
-                }
-                Parts::Data { buf, rows, levels, values_at, encoding } => {
-                    self.levels = levels;
-                    (buf, rows, values_at, encoding)
-                }
-            };
+                        let text = String::from_utf8(text)
+                            .map_err(|_| self.error("a dictionary value is not valid UTF-8 text"))?;
+                        let offsets = arrow_buffer::OffsetBuffer::new(ends.into());
+                        let values =
+                            StringArray::try_new(offsets, text.into_bytes().into(), None).map_err(|e| self.error(e))?;
+                        Dictionary { bytes: Bytes::new(), text: Some(Arc::new(values)), entries }
+                    }
+                    _ => Dictionary { bytes: buf, text: None, entries },
+                });
+                self.levels = None;
+                return Ok(());
+            }
+            Parts::Data { buf, rows, levels, values_at, encoding } => {
+                self.levels = levels;
+                (buf, rows, values_at, encoding)
+            }
+        };
         let data = buf.get(values_at..).ok_or_else(|| self.error("a page ends before its values"))?;
         self.values = match encoding {
             Encoding::PLAIN if self.kind.width() == 0 => Values::PlainBytes { next: 0, at: values_at },
@@ -391,10 +397,11 @@ impl ColumnCursor {
                     column_error(&name, format!("a dictionary index ({key}) is past its dictionary ({entries} values)"))
                 })?;
                 let (start, end) = (start as usize, end as usize);
-                match self.kind {
-                    Kind::Text => out.text(&dictionary.text[start..end]),
-                    Kind::Bytes => out.bytes(&dictionary.bytes[start..end]).map_err(|m| column_error(&name, m))?,
-                    Kind::Int32 | Kind::Int64 => out.fixed(&dictionary.bytes[start..end]),
+                match (self.kind, &dictionary.text) {
+                    (Kind::Text, Some(text)) => out.key(key as u32, text),
+                    (Kind::Text, None) => unreachable!("a text dictionary keeps its strings"),
+                    (Kind::Bytes, _) => out.bytes(&dictionary.bytes[start..end]).map_err(|m| column_error(&name, m))?,
+                    (Kind::Int32 | Kind::Int64, _) => out.fixed(&dictionary.bytes[start..end]),
                 }
                 Ok(())
             }
@@ -416,9 +423,18 @@ pub fn byte_array_at(buf: &[u8], at: usize) -> Option<(usize, usize)> {
     Some((start, end))
 }
 
-/// The builder of one gathered column.
+/// A gathered text value: a dictionary key, a value copied from a plain page, or null.
+enum TextSlot {
+    Key(u32),
+    Plain,
+    Null,
+}
+
+/// The builder of one gathered column. Text taken wholly from the dictionary comes out as its
+/// keys (the dictionary's strings shared with every batch of the row group); text with any value
+/// from a plain page (a dictionary that fell back) comes out as strings.
 enum Gathered {
-    Text(StringBuilder),
+    Text { slots: Vec<TextSlot>, plain: StringBuilder, dictionary: Option<Arc<StringArray>> },
     Bytes(BinaryBuilder),
     Int32(Int32Builder),
     Int64(Int64Builder),
@@ -427,8 +443,10 @@ enum Gathered {
 impl Gathered {
     fn new(kind: Kind, rows: usize) -> Gathered {
         match kind {
+            Kind::Text => {
+                Gathered::Text { slots: Vec::with_capacity(rows), plain: StringBuilder::new(), dictionary: None }
+            }
             // room for the usual names, ids and paths without growing
-            Kind::Text => Gathered::Text(StringBuilder::with_capacity(rows, rows * 48)),
             Kind::Bytes => Gathered::Bytes(BinaryBuilder::with_capacity(rows, rows * 48)),
             Kind::Int32 => Gathered::Int32(Int32Builder::with_capacity(rows)),
             Kind::Int64 => Gathered::Int64(Int64Builder::with_capacity(rows)),
@@ -437,7 +455,7 @@ impl Gathered {
 
     fn null(&mut self) {
         match self {
-            Gathered::Text(b) => b.append_null(),
+            Gathered::Text { slots, .. } => slots.push(TextSlot::Null),
             Gathered::Bytes(b) => b.append_null(),
             Gathered::Int32(b) => b.append_null(),
             Gathered::Int64(b) => b.append_null(),
@@ -446,8 +464,9 @@ impl Gathered {
 
     fn bytes(&mut self, value: &[u8]) -> Result<(), String> {
         match self {
-            Gathered::Text(b) => {
-                b.append_value(std::str::from_utf8(value).map_err(|_| "a value is not valid UTF-8 text")?)
+            Gathered::Text { slots, plain, .. } => {
+                plain.append_value(std::str::from_utf8(value).map_err(|_| "a value is not valid UTF-8 text")?);
+                slots.push(TextSlot::Plain);
             }
             Gathered::Bytes(b) => b.append_value(value),
             _ => unreachable!("byte arrays are gathered as text or bytes"),
@@ -455,10 +474,13 @@ impl Gathered {
         Ok(())
     }
 
-    fn text(&mut self, value: &str) {
+    fn key(&mut self, key: u32, text: &Arc<StringArray>) {
         match self {
-            Gathered::Text(b) => b.append_value(value),
-            _ => unreachable!("text is gathered as text"),
+            Gathered::Text { slots, dictionary, .. } => {
+                dictionary.get_or_insert_with(|| text.clone());
+                slots.push(TextSlot::Key(key));
+            }
+            _ => unreachable!("keys are gathered for text"),
         }
     }
 
@@ -472,7 +494,41 @@ impl Gathered {
 
     fn finish(self) -> ArrayRef {
         match self {
-            Gathered::Text(mut b) => Arc::new(b.finish()),
+            Gathered::Text { slots, mut plain, dictionary } => {
+                let plain = plain.finish();
+                match dictionary {
+                    Some(values) if plain.is_empty() => {
+                        let keys: UInt32Array = slots
+                            .iter()
+                            .map(|slot| match slot {
+                                TextSlot::Key(key) => Some(*key),
+                                _ => None,
+                            })
+                            .collect();
+                        let values: ArrayRef = values;
+                        Arc::new(
+                            DictionaryArray::<UInt32Type>::try_new(keys, values).expect("keys index their dictionary"),
+                        )
+                    }
+                    _ => {
+                        let mut text = StringBuilder::with_capacity(slots.len(), plain.value_data().len());
+                        let mut next_plain = 0;
+                        for slot in &slots {
+                            match slot {
+                                TextSlot::Key(key) => text.append_value(
+                                    dictionary.as_ref().expect("a key has a dictionary").value(*key as usize),
+                                ),
+                                TextSlot::Plain => {
+                                    text.append_value(plain.value(next_plain));
+                                    next_plain += 1;
+                                }
+                                TextSlot::Null => text.append_null(),
+                            }
+                        }
+                        Arc::new(text.finish())
+                    }
+                }
+            }
             Gathered::Bytes(mut b) => Arc::new(b.finish()),
             Gathered::Int32(mut b) => Arc::new(b.finish()),
             Gathered::Int64(mut b) => Arc::new(b.finish()),

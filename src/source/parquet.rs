@@ -1150,17 +1150,37 @@ mod tests {
             writer.close().unwrap();
             let units = both_paths(file.path(), &options);
             assert!(!units.is_empty(), "{name}");
-            let (mut kept, mut rejected) = (0, 0);
+            let (mut kept, mut rejected, mut keyed) = (0, 0, false);
             for ((paged, paged_stats), (filtered, filtered_stats)) in units {
-                let concat =
-                    |b: &[RecordBatch]| arrow_select::concat::concat_batches(&crate::schema::canonical(), b).unwrap();
+                // keyed text read as the strings it stands for
+                let concat = |b: &[RecordBatch]| {
+                    let canonical = crate::schema::canonical();
+                    let plain: Vec<RecordBatch> = b
+                        .iter()
+                        .map(|batch| {
+                            let columns = batch
+                                .columns()
+                                .iter()
+                                .zip(canonical.fields())
+                                .map(|(c, f)| arrow_cast::cast(c, f.data_type()).unwrap())
+                                .collect();
+                            RecordBatch::try_new(canonical.clone(), columns).unwrap()
+                        })
+                        .collect();
+                    arrow_select::concat::concat_batches(&canonical, &plain).unwrap()
+                };
                 assert_eq!(concat(&paged), concat(&filtered), "{name}");
                 assert_eq!(paged_stats, filtered_stats, "{name}");
                 kept += concat(&paged).num_rows();
+                keyed |= paged
+                    .iter()
+                    .any(|b| matches!(b.column(crate::schema::col::DEVICE_ID).data_type(), DataType::Dictionary(_, _)));
                 rejected += paged_stats.rejects.total();
             }
             // both paths kept telemetry rows and rejected missing times and bad ports alike
             assert!(kept > 4_000 && rejected > 1_000, "{name}: {kept} kept, {rejected} rejected");
+            // dictionary-encoded text comes out as keys
+            assert_eq!(keyed, !matches!(name, "plain" | "dictionaries falling back"), "{name}");
         }
     }
 }
