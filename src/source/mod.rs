@@ -150,6 +150,21 @@ impl DayCounts {
         true
     }
 
+    /// Counts `rows` valid row times on one day.
+    pub fn count_many(&mut self, day: Day, rows: u64, options: &ScanOptions) {
+        if rows == 0 {
+            return;
+        }
+        if !options.in_window(day) {
+            self.outside += rows;
+            return;
+        }
+        match self.days.iter_mut().find(|(d, _)| *d == day) {
+            Some((_, n)) => *n += rows,
+            None => self.days.push((day, rows)),
+        }
+    }
+
     pub fn add_to(self, stats: &mut ScanStats) {
         stats.rows_outside_window += self.outside;
         stats.rows_scanned += self.outside;

@@ -33,7 +33,7 @@ use super::{DayCounts, ScanOptions, ScanStats, SourceError};
 use crate::config::TimeColumn;
 use crate::hunt::host::HostMatcher;
 use crate::schema;
-use crate::time::Day;
+use crate::time::{in_datetime_range, Day};
 
 /// Rows per decoded batch.
 const BATCH_SIZE: usize = 8192;
@@ -602,7 +602,7 @@ impl ParquetUnit {
     ) -> Result<ScanStats, SourceError> {
         match self.paged_plan(options) {
             Some(plan) => self.scan_paged(chunks, options, sink, plan),
-            None => self.scan_filtered(chunks, options, sink),
+            None => self.scan_filtered(chunks, options, sink, true),
         }
     }
 
@@ -689,18 +689,11 @@ impl ParquetUnit {
             let mut kept_rows: Vec<u32> = Vec::new();
             let mut micros = Vec::new();
             let mut kept_urls = arrow_array::builder::StringBuilder::new();
-            judge.batch(
-                &time,
-                batch.num_rows(),
-                offset,
-                &mut stats,
-                |row| relevant.holds(row),
-                |row, t| {
-                    kept_urls.append_value(relevant.value());
-                    kept_rows.push((offset + row) as u32);
-                    micros.push(t);
-                },
-            );
+            judge.batch_listed(&time, batch.num_rows(), offset, &mut stats, &relevant.rows, |row, t, index| {
+                kept_urls.append_value(relevant.value(index));
+                kept_rows.push((offset + row) as u32);
+                micros.push(t);
+            });
             offset += batch.num_rows();
             if kept_rows.is_empty() {
                 continue;
@@ -740,13 +733,14 @@ impl ParquetUnit {
     }
 
     /// The unit through the arrow reader: a row filter over the time column (and RemoteUrl,
-    /// unless [`UrlPages`] reads its pages) decides the rows, then the other columns are decoded
-    /// for those rows only.
+    /// unless [`UrlPages`] reads its pages, where it can and `url_pages`) decides the rows, then
+    /// the other columns are decoded for those rows only.
     fn scan_filtered(
         &self,
         chunks: ColumnChunks,
         options: &ScanOptions,
         sink: &mut dyn FnMut(RecordBatch),
+        url_pages: bool,
     ) -> Result<ScanStats, SourceError> {
         let path = &self.path;
         let schema_descr = self.metadata.metadata().file_metadata().schema_descr_ptr();
@@ -757,7 +751,7 @@ impl ParquetUnit {
         let carried = Arc::new(Mutex::new(Carried::default()));
         // RemoteUrl straight from its pages where it can be (the arrow reader then decodes only
         // the time column for the filter), else as one of the filter's columns.
-        let url_pages = match url_leaf(&self.metadata, &self.row_groups) {
+        let url_pages = match url_leaf(&self.metadata, &self.row_groups).filter(|_| url_pages) {
             Some((leaf, text)) => {
                 let parquet_meta = self.metadata.metadata();
                 let group = parquet_meta.row_group(self.row_groups[0]);
@@ -805,25 +799,33 @@ impl ParquetUnit {
                 let paged = url_pages.is_some();
                 let judge = RowJudge::new(&path, group, &options);
                 let mut last_kept = 0;
-                judge.batch(
-                    &time,
-                    batch.num_rows(),
-                    offset,
-                    &mut stats,
-                    |row| match paged {
-                        true => relevant.holds(row),
-                        false => url.relevant(row, &options.matcher),
-                    },
-                    |row, t| {
-                        keep.append_n(row - last_kept, false);
-                        keep.append(true);
-                        last_kept = row + 1;
-                        carried.micros.push_back(t);
-                        if paged {
-                            kept_urls.append_value(relevant.value());
-                        }
-                    },
-                );
+                let mut keep_row = |row: usize, t: i64| {
+                    keep.append_n(row - last_kept, false);
+                    keep.append(true);
+                    last_kept = row + 1;
+                    carried.micros.push_back(t);
+                };
+                match paged {
+                    true => judge.batch_listed(
+                        &time,
+                        batch.num_rows(),
+                        offset,
+                        &mut stats,
+                        &relevant.rows,
+                        |row, t, index| {
+                            keep_row(row, t);
+                            kept_urls.append_value(relevant.value(index));
+                        },
+                    ),
+                    false => judge.batch(
+                        &time,
+                        batch.num_rows(),
+                        offset,
+                        &mut stats,
+                        |row| url.relevant(row, &options.matcher),
+                        &mut keep_row,
+                    ),
+                }
                 keep.append_n(batch.num_rows() - last_kept, false);
                 let keep = BooleanArray::new(keep.finish(), None);
                 if paged {
@@ -917,18 +919,71 @@ impl<'a> RowJudge<'a> {
         }
         days.add_to(stats);
     }
+
+    /// [`RowJudge::batch`] where the rows whose RemoteUrl can matter are listed (increasing);
+    /// `kept` also gets the row's place in the list. A batch of microsecond times without a
+    /// null or an out-of-range time (what exports are) is counted by day in one pass over the
+    /// times, and only the listed rows are looked at.
+    fn batch_listed(
+        &self,
+        time: &TimeReader,
+        rows: usize,
+        offset: usize,
+        stats: &mut ScanStats,
+        relevant: &[usize],
+        mut kept: impl FnMut(usize, i64, usize),
+    ) {
+        let bounds = time.all_micros().and_then(|values| {
+            let (min, max) = values.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+            (!values.is_empty() && in_datetime_range(min) && in_datetime_range(max)).then_some((values, min, max))
+        });
+        let Some((values, min, max)) = bounds else {
+            let mut at = 0;
+            return self.batch(
+                time,
+                rows,
+                offset,
+                stats,
+                |row| {
+                    while relevant.get(at).is_some_and(|&r| r < row) {
+                        at += 1;
+                    }
+                    relevant.get(at) == Some(&row)
+                },
+                |row, t| kept(row, t, relevant.partition_point(|&r| r < row)),
+            );
+        };
+        let mut days = DayCounts::default();
+        let (first, last) = (Day::of_micros(min), Day::of_micros(max));
+        if first == last {
+            days.count_many(first, values.len() as u64, self.options);
+        } else if last == first.next() {
+            let before = values.iter().filter(|&&t| t < last.start_micros()).count();
+            days.count_many(first, before as u64, self.options);
+            days.count_many(last, (values.len() - before) as u64, self.options);
+        } else {
+            for &t in values {
+                days.count(Day::of_micros(t), self.options);
+            }
+        }
+        for (index, &row) in relevant.iter().enumerate() {
+            let t = values[row];
+            if self.options.in_window(Day::of_micros(t)) {
+                kept(row, t, index);
+            }
+        }
+        days.add_to(stats);
+    }
 }
 
 /// The rows of a batch whose RemoteUrl can matter, as [`UrlPages`] handed them out, with their
-/// values; asked about in row order.
+/// values.
 #[derive(Default)]
 struct RelevantRows {
     rows: Vec<usize>,
     text: String,
     /// Where each value ends in `text`.
     ends: Vec<usize>,
-    /// The relevant row [`RelevantRows::holds`] reached last.
-    at: std::cell::Cell<usize>,
 }
 
 impl RelevantRows {
@@ -937,7 +992,6 @@ impl RelevantRows {
         self.rows.clear();
         self.text.clear();
         self.ends.clear();
-        self.at.set(0);
         pages.take(rows, |row, value| {
             self.rows.push(row);
             self.text.push_str(value);
@@ -945,21 +999,10 @@ impl RelevantRows {
         })
     }
 
-    /// Whether `row` is relevant; rows are asked in increasing order.
-    fn holds(&self, row: usize) -> bool {
-        let mut at = self.at.get();
-        while self.rows.get(at).is_some_and(|&r| r < row) {
-            at += 1;
-        }
-        self.at.set(at);
-        self.rows.get(at) == Some(&row)
-    }
-
-    /// The value of the row [`RelevantRows::holds`] last said is relevant.
-    fn value(&self) -> &str {
-        let at = self.at.get();
-        let from = if at == 0 { 0 } else { self.ends[at - 1] };
-        &self.text[from..self.ends[at]]
+    /// The value of the `index`th relevant row.
+    fn value(&self, index: usize) -> &str {
+        let from = if index == 0 { 0 } else { self.ends[index - 1] };
+        &self.text[from..self.ends[index]]
     }
 }
 
@@ -1057,7 +1100,7 @@ mod tests {
     /// Rows of every kind a paged scan must treat as the arrow path does: telemetry hosts in
     /// every spelling among unrelated ones, nulls in every column, times on two days and
     /// missing, ports that are not ports.
-    fn events(rows: usize) -> RecordBatch {
+    fn events(rows: usize, missing_times: bool, days: i64) -> RecordBatch {
         let url = |i: usize| match i % 9 {
             0 => Some("winatp-gw-weu.microsoft.com".to_string()),
             1 => Some(format!("https://eu-v20.events.data.microsoft.com/ping?id={i}")),
@@ -1073,8 +1116,9 @@ mod tests {
             ))
         };
         let day = 1_735_689_600_000_000i64; // 2025-01-01
-        let times: Vec<Option<i64>> =
-            (0..rows).map(|i| (i % 97 != 5).then_some(day + (i as i64 % 2) * 86_400_000_000 + i as i64)).collect();
+        let times: Vec<Option<i64>> = (0..rows)
+            .map(|i| (!missing_times || i % 97 != 5).then_some(day + (i as i64 % days) * 86_400_000_000 + i as i64))
+            .collect();
         let ports: Vec<Option<i32>> = (0..rows)
             .map(|i| match i % 13 {
                 0 => None,
@@ -1115,7 +1159,8 @@ mod tests {
                 let mut paged = Vec::new();
                 let paged_stats = unit.scan_paged(chunks(), options, &mut |b| paged.push(b), plan).unwrap();
                 let mut filtered = Vec::new();
-                let filtered_stats = unit.scan_filtered(chunks(), options, &mut |b| filtered.push(b)).unwrap();
+                // the arrow reader judging every row, as before any page was read by hand
+                let filtered_stats = unit.scan_filtered(chunks(), options, &mut |b| filtered.push(b), false).unwrap();
                 ((paged, paged_stats), (filtered, filtered_stats))
             })
             .collect()
@@ -1133,7 +1178,6 @@ mod tests {
             columns: crate::hunt::aggregate::needed_columns(&settings),
             limits: settings.limits,
         };
-        let batch = events(20_000);
         let base = || WriterProperties::builder().set_data_page_row_count_limit(700).set_write_batch_size(128);
         #[rustfmt::skip]
         let variants = [
@@ -1143,14 +1187,23 @@ mod tests {
             ("v2 pages", base().set_writer_version(WriterVersion::PARQUET_2_0).set_encoding(Encoding::PLAIN).build()),
             ("row groups of 3000", base().set_max_row_group_row_count(Some(3000)).build()),
         ];
-        for (name, props) in variants {
+        let times = [(true, 2, None), (false, 2, None), (false, 3, None), (false, 3, Some(2))];
+        for ((name, props), (missing_times, days, window_days)) in
+            variants.into_iter().flat_map(|v| times.map(|t| (v.clone(), t)))
+        {
+            let batch = events(20_000, missing_times, days);
+            let first = Day::of_micros(1_735_689_600_000_000);
+            let options =
+                ScanOptions { window: window_days.map(|n: i32| (first, Day(first.0 + n - 1))), ..options.clone() };
             let file = tempfile::NamedTempFile::new().unwrap();
             let mut writer = ArrowWriter::try_new(file.reopen().unwrap(), batch.schema(), Some(props)).unwrap();
             writer.write(&batch).unwrap();
             writer.close().unwrap();
             let units = both_paths(file.path(), &options);
+            let outside: u64 = units.iter().map(|(paged, _)| paged.1.rows_outside_window).sum();
+            assert_eq!(outside > 0, window_days.is_some(), "{name}");
             assert!(!units.is_empty(), "{name}");
-            let (mut kept, mut rejected, mut keyed) = (0, 0, false);
+            let (mut kept, mut rejected, mut missing, mut keyed) = (0, 0, 0, false);
             for ((paged, paged_stats), (filtered, filtered_stats)) in units {
                 // keyed text read as the strings it stands for
                 let concat = |b: &[RecordBatch]| {
@@ -1176,9 +1229,11 @@ mod tests {
                     .iter()
                     .any(|b| matches!(b.column(crate::schema::col::DEVICE_ID).data_type(), DataType::Dictionary(_, _)));
                 rejected += paged_stats.rejects.total();
+                missing += paged_stats.rejects.by_reason.get("time: missing").copied().unwrap_or(0);
             }
             // both paths kept telemetry rows and rejected missing times and bad ports alike
-            assert!(kept > 4_000 && rejected > 1_000, "{name}: {kept} kept, {rejected} rejected");
+            assert!(kept > 2_000 && rejected > 500, "{name}: {kept} kept, {rejected} rejected");
+            assert_eq!(missing > 0, missing_times, "{name}: {missing} rows without a time");
             // dictionary-encoded text comes out as keys
             assert_eq!(keyed, !matches!(name, "plain" | "dictionaries falling back"), "{name}");
         }
