@@ -367,12 +367,13 @@ impl ColumnChunks {
             ChunkSource::Fetched(chunks) => {
                 let index = chunks.partition_point(|(s, _)| *s <= start);
                 let (chunk_start, bytes) = index.checked_sub(1).map(|i| &chunks[i]).ok_or_else(missing)?;
-                let from = (start - chunk_start) as usize;
+                // a page header or page placed past the chunk that holds its start is not in memory
+                let from = usize::try_from(start - chunk_start).map_err(|_| missing())?;
                 let to = match length {
-                    Some(length) => from + length,
+                    Some(length) => from.checked_add(length).ok_or_else(missing)?,
                     None => bytes.len(),
                 };
-                if to > bytes.len() {
+                if from > to || to > bytes.len() {
                     return Err(missing());
                 }
                 Ok(bytes.slice(from..to))
