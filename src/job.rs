@@ -581,11 +581,7 @@ fn scan_files(
             Some(fetched) => unit.scan_fetched(fetched, options, &mut sink),
         }));
         let stats = scanned.unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let message = crate::source::panic_message(panic.as_ref());
             Err(SourceError::Format {
                 path: unit.path().to_path_buf(),
                 message: format!("the reader failed on this file: {message}"),

@@ -175,6 +175,15 @@ impl DayCounts {
     }
 }
 
+/// What a caught panic said (a reader library's, on a corrupt file).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
 /// A RemotePort text: blank is missing; otherwise an integer from 0 to 65535, so that `-1`,
 /// `NaN`, `443.5` or `70000` are rejected rather than reported as ports.
 pub fn parse_port(text: &str) -> Result<Option<i32>, ()> {

@@ -601,10 +601,16 @@ impl ParquetUnit {
         options: &ScanOptions,
         sink: &mut dyn FnMut(RecordBatch),
     ) -> Result<ScanStats, SourceError> {
-        match self.paged_plan(options) {
+        // The parquet crate panics on some corrupt pages (definition levels that overrun their
+        // buffer, found by fuzzing): the file fails with its name, like any unreadable input.
+        let scanned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match self.paged_plan(options) {
             Some(plan) => self.scan_paged(chunks, options, sink, plan),
             None => self.scan_filtered(chunks, options, sink, true),
-        }
+        }));
+        scanned.unwrap_or_else(|panic| {
+            let message = super::panic_message(panic.as_ref());
+            Err(parquet_error(&self.path, format!("the reader failed on this file: {message}")))
+        })
     }
 
     /// The columns of a unit that [`UrlPages`] and [`ColumnCursor`] can read, when all of
