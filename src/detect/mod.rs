@@ -158,10 +158,6 @@ impl Document {
     pub fn value(&self) -> Value {
         serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
     }
-
-    fn cell(&self) -> Cell {
-        Cell::RawJson(self.0.clone())
-    }
 }
 
 pub fn fnv1a_128(bytes: &[u8]) -> u128 {
@@ -211,49 +207,112 @@ impl Finding {
         format!("{:032x}", fnv1a_128(text.as_bytes()))
     }
 
-    /// The table row, device lists capped at `max_listed`.
-    pub fn to_row(&self, run_id: &str, max_listed: usize) -> Vec<Cell> {
-        let text = |v: &Option<String>| v.clone().map_or(Cell::Null, Cell::Text);
-        let float = |v: Option<f64>| v.filter(|x| x.is_finite()).map_or(Cell::Null, Cell::Float);
+    /// The table row, device lists capped at `max_listed`; `id` is [`Finding::id`].
+    pub fn to_row(&self, id: &str, run_id: &str, max_listed: usize) -> Vec<Cell> {
+        self.cells(id, run_id, max_listed).into_iter().map(FindingCell::to_cell).collect()
+    }
+
+    /// The row's cells as borrowed from the finding, in the order of `FINDINGS_COLUMNS`: the one
+    /// definition of the row, whether it is built as cells ([`Finding::to_row`]) or encoded in
+    /// place (a night's findings are hundreds of thousands of rows, and cloning each into cells
+    /// cost more than encoding them).
+    pub fn cells<'a>(&'a self, id: &'a str, run_id: &'a str, max_listed: usize) -> [FindingCell<'a>; FINDING_CELLS] {
+        let text = |v: &'a Option<String>| v.as_deref().map_or(FindingCell::Null, FindingCell::Text);
+        let float = |v: Option<f64>| FindingCell::Float(v.filter(|x| x.is_finite()));
         let process = self.process.as_ref();
-        let process_field = |f: fn(&ProcessInfo) -> &String| process.map_or(Cell::Null, |p| Cell::from(f(p).as_str()));
+        let process_field =
+            |f: fn(&ProcessInfo) -> &String| process.map_or(FindingCell::Null, |p| FindingCell::Text(f(p)));
         let listed = &self.devices[..self.devices.len().min(max_listed)];
-        let devices = |pick: fn(&(String, String)) -> &String| {
+        let devices = |field: DeviceField| {
             if self.devices.is_empty() {
-                Cell::Null
+                FindingCell::Null
             } else {
-                Cell::Json(Value::Array(listed.iter().map(|d| Value::String(pick(d).clone())).collect()))
+                FindingCell::Devices(listed, field)
             }
         };
-        vec![
-            Cell::Day(self.day),
-            Cell::from(self.id()),
-            Cell::from(run_id),
-            Cell::from(self.finding_type.as_str()),
-            Cell::from(self.severity.as_str()),
+        let count = i64::try_from(self.devices.len()).unwrap_or(i64::MAX);
+        [
+            FindingCell::Day(self.day),
+            FindingCell::Text(id),
+            FindingCell::Text(run_id),
+            FindingCell::Text(self.finding_type.as_str()),
+            FindingCell::Text(self.severity.as_str()),
             text(&self.remote_host),
             text(&self.action_type),
             process_field(|p| &p.file_name),
             process_field(|p| &p.folder_path),
             process_field(|p| &p.sha1),
             process_field(|p| &p.company),
-            self.remote_port.map_or(Cell::Null, Cell::Int),
-            if self.devices.is_empty() { Cell::Null } else { Cell::from(self.devices.len()) },
-            devices(|d| &d.0),
-            devices(|d| &d.1),
+            self.remote_port.map_or(FindingCell::Null, FindingCell::Int),
+            if self.devices.is_empty() { FindingCell::Null } else { FindingCell::Int(count) },
+            devices(DeviceField::Id),
+            devices(DeviceField::Name),
             float(self.observed),
             float(self.baseline),
             float(self.score),
             float(self.threshold),
-            Cell::Int(self.direction),
-            Cell::from(self.method),
-            self.params.cell(),
-            self.series.as_ref().map_or(Cell::Null, Document::cell),
-            Cell::from(self.description.as_str()),
-            Cell::from(self.tactics.join(",")),
-            Cell::from(self.techniques.join(",")),
-            Cell::from(self.evidence.as_str()),
+            FindingCell::Int(self.direction),
+            FindingCell::Text(self.method),
+            FindingCell::Json(&self.params.0),
+            self.series.as_ref().map_or(FindingCell::Null, |series| FindingCell::Json(&series.0)),
+            FindingCell::Text(&self.description),
+            FindingCell::Joined(&self.tactics),
+            FindingCell::Joined(&self.techniques),
+            FindingCell::Text(&self.evidence),
         ]
+    }
+}
+
+/// The columns of a finding's row (`FINDINGS_COLUMNS`).
+pub const FINDING_CELLS: usize = 27;
+
+/// Which half of a listed device a column shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceField {
+    Id,
+    Name,
+}
+
+impl DeviceField {
+    pub fn of(self, device: &(String, String)) -> &str {
+        match self {
+            DeviceField::Id => &device.0,
+            DeviceField::Name => &device.1,
+        }
+    }
+}
+
+/// One cell of a finding's row, borrowed from the finding (see [`Finding::cells`]).
+#[derive(Debug, Clone, Copy)]
+pub enum FindingCell<'a> {
+    Day(Day),
+    Text(&'a str),
+    Int(i64),
+    /// `None` for a value that is not finite, written as a null.
+    Float(Option<f64>),
+    /// Text joined with commas (tactics, techniques).
+    Joined(&'a [&'static str]),
+    /// The listed devices' ids or names: a JSON array of strings.
+    Devices(&'a [(String, String)], DeviceField),
+    Json(&'a serde_json::value::RawValue),
+    Null,
+}
+
+impl FindingCell<'_> {
+    /// The table cell: what the row held before it was borrowed.
+    pub fn to_cell(self) -> Cell {
+        match self {
+            FindingCell::Day(day) => Cell::Day(day),
+            FindingCell::Text(text) => Cell::Text(text.to_string()),
+            FindingCell::Int(v) => Cell::Int(v),
+            FindingCell::Float(v) => v.map_or(Cell::Null, Cell::Float),
+            FindingCell::Joined(parts) => Cell::Text(parts.join(",")),
+            FindingCell::Devices(listed, field) => {
+                Cell::Json(Value::Array(listed.iter().map(|d| Value::String(field.of(d).to_string())).collect()))
+            }
+            FindingCell::Json(raw) => Cell::RawJson(raw.to_owned()),
+            FindingCell::Null => Cell::Null,
+        }
     }
 }
 

@@ -87,18 +87,19 @@ impl Results {
 
     /// Writes a table as `<prefix><stem>.parquet` and `<prefix><stem>.jsonl`.
     pub fn write_at(&self, prefix: &str, stem: &str, table: &Table) -> Result<(), SinkError> {
-        self.put_at(prefix, stem, encode_parquet(table)?, table.to_jsonl())
+        self.put_at(prefix, stem, encode_parquet(table)?, Bytes::from(table.to_jsonl()))
     }
 
-    /// Writes a table encoded elsewhere (a chunk at a time) as [`Results::write_day`] writes it.
-    pub fn put_day(&self, name: &str, day: Day, parquet: Bytes, jsonl: String) -> Result<(), SinkError> {
+    /// Writes a table encoded elsewhere (a chunk at a time) as [`Results::write_day`] writes it;
+    /// `jsonl` is its JSON lines, written by a JSON writer (so UTF-8, not checked again).
+    pub fn put_day(&self, name: &str, day: Day, parquet: Bytes, jsonl: Bytes) -> Result<(), SinkError> {
         self.put_at(&day_prefix(name, day), PART, parquet, jsonl)
     }
 
-    fn put_at(&self, prefix: &str, stem: &str, parquet: Bytes, jsonl: String) -> Result<(), SinkError> {
+    fn put_at(&self, prefix: &str, stem: &str, parquet: Bytes, jsonl: Bytes) -> Result<(), SinkError> {
         let staging = self.staging.as_deref().unwrap_or("");
         self.store.put(&format!("{staging}{prefix}{stem}.parquet"), parquet)?;
-        self.store.put(&format!("{staging}{prefix}{stem}.jsonl"), Bytes::from(jsonl))?;
+        self.store.put(&format!("{staging}{prefix}{stem}.jsonl"), jsonl)?;
         Ok(())
     }
 

@@ -395,11 +395,11 @@ pub fn device_hosts_chunks<E>(
     Ok(())
 }
 
-/// The findings of one day, in the detectors' order.
-pub fn findings(findings: &[crate::detect::Finding], run_ids: &[String], max_listed: usize) -> Table {
+/// The findings of one day, in the detectors' order; `ids` are their [`crate::detect::Finding::id`]s.
+pub fn findings(findings: &[crate::detect::Finding], ids: &[String], run_ids: &[&str], max_listed: usize) -> Table {
     let mut table = Table::new(FINDINGS, FINDINGS_COLUMNS);
-    for (finding, run_id) in findings.iter().zip(run_ids) {
-        table.push(finding.to_row(run_id, max_listed));
+    for ((finding, id), run_id) in findings.iter().zip(ids).zip(run_ids) {
+        table.push(finding.to_row(id, run_id, max_listed));
     }
     table
 }
