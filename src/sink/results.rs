@@ -7,13 +7,15 @@
 
 use std::sync::Arc;
 
+use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use super::store::Store;
+use super::table::read_type;
 use super::{ColumnType, Columns, SinkError, Table};
 use crate::time::Day;
 use arrow_array::RecordBatch;
@@ -126,7 +128,7 @@ impl Results {
         day: Day,
         mut each: impl FnMut(Table),
     ) -> Result<bool, SinkError> {
-        self.read_day_raw(name, columns, day, |batch| {
+        self.read_day_raw(name, columns, day, false, |batch| {
             let mut rows = Table::new(name, columns);
             rows.extend_from_record_batch(&batch)?;
             each(rows);
@@ -135,7 +137,8 @@ impl Results {
     }
 
     /// [`Results::read_day_batches`] without building cells: each batch as the table's columns,
-    /// read in place (a day of the device table is tens of thousands of rows of ten strings).
+    /// read in place, text as the file's dictionaries (a day of the device table is tens of
+    /// thousands of rows of ten strings, few of them distinct).
     pub fn read_day_columns(
         &self,
         name: &'static str,
@@ -143,7 +146,7 @@ impl Results {
         day: Day,
         mut each: impl FnMut(&Columns),
     ) -> Result<bool, SinkError> {
-        self.read_day_raw(name, columns, day, |batch| {
+        self.read_day_raw(name, columns, day, true, |batch| {
             each(&Columns::of(columns, &batch)?);
             Ok(())
         })
@@ -154,6 +157,7 @@ impl Results {
         name: &'static str,
         columns: &'static [(&'static str, ColumnType)],
         day: Day,
+        dictionaries: bool,
         each: impl FnMut(RecordBatch) -> Result<(), String>,
     ) -> Result<bool, SinkError> {
         let path = format!("{}{PART}.parquet", day_prefix(name, day));
@@ -172,7 +176,7 @@ impl Results {
                 bytes
             }
         };
-        decode_parquet(columns, bytes, each).map_err(|message| SinkError::Decode { path, message })?;
+        decode_parquet(columns, bytes, dictionaries, each).map_err(|message| SinkError::Decode { path, message })?;
         Ok(true)
     }
 
@@ -254,12 +258,34 @@ fn encode(table: &str, message: impl std::fmt::Display) -> SinkError {
     SinkError::Encode { table: table.to_string(), message: message.to_string() }
 }
 
+/// Decodes the asked `columns` of a Parquet file; with `dictionaries`, text columns as the
+/// file's dictionaries (see [`super::table::read_type`]) rather than a string per row.
 fn decode_parquet(
     columns: &'static [(&'static str, ColumnType)],
     bytes: Bytes,
+    dictionaries: bool,
     mut each: impl FnMut(RecordBatch) -> Result<(), String>,
 ) -> Result<(), String> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(|e| e.to_string())?;
+    if dictionaries {
+        let schema = builder.schema();
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|field| {
+                let text = columns.iter().any(|(name, ty)| *ty == ColumnType::Text && name == field.name());
+                match field.data_type() {
+                    DataType::Utf8 if text => field.as_ref().clone().with_data_type(read_type(ColumnType::Text)),
+                    _ => field.as_ref().clone(),
+                }
+            })
+            .collect();
+        let hint = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+        let metadata =
+            ArrowReaderMetadata::try_new(builder.metadata().clone(), ArrowReaderOptions::new().with_schema(hint))
+                .map_err(|e| e.to_string())?;
+        builder = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, metadata);
+    }
     // Only the columns asked for are decoded: a reader of a few columns (the report's findings)
     // leaves the large ones (Params, Series) compressed.
     let fields = builder.schema().fields();
