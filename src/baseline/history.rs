@@ -329,7 +329,8 @@ impl DayData {
         let mut identities: FxHashMap<(u32, u32, u32), (u32, bool)> = FxHashMap::default();
         let mut identity_text = String::new();
         // A day hunted by a version without the device table has no device history.
-        results.read_day_columns(tables::DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS, day, |batch| {
+        results.read_day_columns(tables::DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS, day, true, |batch| {
+            let batch = &batch;
             for column in [&mut device_ids, &mut hosts].into_iter().chain(&mut process_columns) {
                 column.start(batch);
             }
@@ -394,6 +395,7 @@ impl DayData {
                 activity.push(entry);
                 evidence.rows.push(process);
             }
+            Ok(())
         })?;
         // The activity stays while the day is in the window, without the room it grew into.
         activity.shrink_to_fit();

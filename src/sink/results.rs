@@ -137,19 +137,18 @@ impl Results {
     }
 
     /// [`Results::read_day_batches`] without building cells: each batch as the table's columns,
-    /// read in place, text as the file's dictionaries (a day of the device table is tens of
-    /// thousands of rows of ten strings, few of them distinct).
+    /// read in place; with `dictionaries`, text as the file's dictionaries (a day of the device
+    /// table is tens of thousands of rows of ten strings, few of them distinct). What `each`
+    /// finds wrong with a batch fails the read as an undecodable file.
     pub fn read_day_columns(
         &self,
         name: &'static str,
         columns: &'static [(&'static str, ColumnType)],
         day: Day,
-        mut each: impl FnMut(&Columns),
+        dictionaries: bool,
+        mut each: impl FnMut(Columns) -> Result<(), String>,
     ) -> Result<bool, SinkError> {
-        self.read_day_raw(name, columns, day, true, |batch| {
-            each(&Columns::of(columns, &batch)?);
-            Ok(())
-        })
+        self.read_day_raw(name, columns, day, dictionaries, |batch| each(Columns::of(columns, &batch, dictionaries)?))
     }
 
     fn read_day_raw(
@@ -275,7 +274,7 @@ fn decode_parquet(
             .map(|field| {
                 let text = columns.iter().any(|(name, ty)| *ty == ColumnType::Text && name == field.name());
                 match field.data_type() {
-                    DataType::Utf8 if text => field.as_ref().clone().with_data_type(read_type(ColumnType::Text)),
+                    DataType::Utf8 if text => field.as_ref().clone().with_data_type(read_type(ColumnType::Text, true)),
                     _ => field.as_ref().clone(),
                 }
             })

@@ -334,28 +334,29 @@ impl Table {
 
 /// A record batch read back as a table's columns: in the table's order and types (a column the
 /// batch lacks reads as nulls), values read in place rather than copied into cells. Text
-/// columns are held as dictionaries, as the results store's files encode them: a reader can work
-/// out what a distinct value means once, by its key, rather than again at every row.
+/// columns can be held as dictionaries, as the results store's files encode them: a reader can
+/// work out what a distinct value means once, by its key, rather than again at every row.
 pub struct Columns {
     arrays: Vec<Option<ArrayRef>>,
     rows: usize,
 }
 
-/// The type a column is read back as into [`Columns`]: text as a dictionary.
-pub fn read_type(ty: ColumnType) -> DataType {
+/// The type a column is read back as into [`Columns`]: with `dictionaries`, text as a dictionary.
+pub fn read_type(ty: ColumnType, dictionaries: bool) -> DataType {
     match ty {
-        ColumnType::Text => DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+        ColumnType::Text if dictionaries => DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
         other => other.arrow(),
     }
 }
 
 impl Columns {
-    pub fn of(columns: &[(&str, ColumnType)], batch: &RecordBatch) -> Result<Columns, String> {
+    /// `dictionaries`: text columns as dictionaries (see [`Columns::key`]).
+    pub fn of(columns: &[(&str, ColumnType)], batch: &RecordBatch, dictionaries: bool) -> Result<Columns, String> {
         let arrays = columns
             .iter()
             .map(|(name, ty)| {
                 let Some(array) = batch.column_by_name(name) else { return Ok(None) };
-                let want = read_type(*ty);
+                let want = read_type(*ty, dictionaries);
                 if array.data_type() == &want {
                     Ok(Some(array.clone()))
                 } else {
@@ -374,12 +375,20 @@ impl Columns {
         self.arrays[column].as_ref().filter(|array| array.is_valid(row))
     }
 
-    /// A text column's value; "" for a null.
-    pub fn text(&self, column: usize, row: usize) -> &str {
-        self.key(column, row).map_or("", |key| self.value(column, key))
+    /// Whether a value is null (or its column absent).
+    pub fn is_null(&self, column: usize, row: usize) -> bool {
+        self.valid(column, row).is_none()
     }
 
-    /// The dictionary key of a text column's value; `None` for a null.
+    /// A text or JSON column's value; "" for a null.
+    pub fn text(&self, column: usize, row: usize) -> &str {
+        match self.valid(column, row).and_then(|array| array.as_string_opt::<i32>()) {
+            Some(strings) => strings.value(row),
+            None => self.key(column, row).map_or("", |key| self.value(column, key)),
+        }
+    }
+
+    /// The dictionary key of a text column's value read as a dictionary; `None` for a null.
     pub fn key(&self, column: usize, row: usize) -> Option<usize> {
         let keys = self.valid(column, row)?.as_dictionary_opt::<Int32Type>()?.keys();
         usize::try_from(keys.value(row)).ok()
@@ -401,8 +410,16 @@ impl Columns {
         Some(self.valid(column, row)?.as_primitive_opt::<Int64Type>()?.value(row))
     }
 
+    pub fn float(&self, column: usize, row: usize) -> Option<f64> {
+        Some(self.valid(column, row)?.as_primitive_opt::<Float64Type>()?.value(row))
+    }
+
     pub fn bool(&self, column: usize, row: usize) -> Option<bool> {
         Some(self.valid(column, row)?.as_boolean_opt()?.value(row))
+    }
+
+    pub fn day(&self, column: usize, row: usize) -> Option<Day> {
+        Some(Day(self.valid(column, row)?.as_primitive_opt::<Date32Type>()?.value(row)))
     }
 }
 
@@ -460,7 +477,7 @@ mod tests {
             ("Listed", Arc::new(BooleanArray::from(vec![Some(false), None])) as ArrayRef),
         ])
         .unwrap();
-        let columns = Columns::of(COLUMNS, &batch).unwrap();
+        let columns = Columns::of(COLUMNS, &batch, true).unwrap();
         assert_eq!(columns.rows(), 2);
         assert_eq!((columns.text(0, 0), columns.int(1, 0), columns.bool(2, 0)), ("a", Some(443), Some(false)));
         assert_eq!((columns.text(0, 1), columns.int(1, 1), columns.bool(2, 1)), ("", None, None));
@@ -469,6 +486,8 @@ mod tests {
         let key = columns.key(0, 0).unwrap();
         assert_eq!((columns.value(0, key), columns.key(0, 1), columns.key(3, 0)), ("a", None, None));
         assert!(columns.dictionary(0).is_some() && columns.dictionary(1).is_none());
+        let plain = Columns::of(COLUMNS, &batch, false).unwrap();
+        assert_eq!((plain.text(0, 0), plain.text(0, 1), plain.key(0, 0)), ("a", "", None));
         let mut cells = Table::new("t", COLUMNS);
         cells.extend_from_record_batch(&batch).unwrap();
         assert_eq!(cells.rows[0], [Cell::from("a"), Cell::Int(443), Cell::Bool(false), Cell::Null]);
