@@ -977,22 +977,24 @@ fn write_findings(
             earlier.insert(id, (row, previous_run));
         }
     }
-    let run_ids: Vec<String> = findings
+    let ids: Vec<String> = findings.iter().map(Finding::id).collect();
+    let run_ids: Vec<&str> = findings
         .iter()
-        .map(|finding| {
+        .zip(&ids)
+        .map(|(finding, id)| {
             // A day hunted for the first time has nothing to compare with: no row to build.
-            let Some((previous, previous_run)) = earlier.get(&finding.id()) else { return run_id.to_string() };
-            let mut row = finding.to_row("", max_listed);
+            let Some((previous, previous_run)) = earlier.get(id) else { return run_id };
+            let mut row = finding.to_row(id, "", max_listed);
             row[RUN_ID] = Cell::Null;
             if *previous == row {
-                previous_run.clone()
+                previous_run.as_str()
             } else {
-                run_id.to_string()
+                run_id
             }
         })
         .collect();
     if keep || findings.is_empty() {
-        let table = tables::findings(findings, &run_ids, max_listed);
+        let table = tables::findings(findings, &ids, &run_ids, max_listed);
         results.write_day(&table, day)?;
         return Ok(keep.then_some(table));
     }
@@ -1001,10 +1003,17 @@ fn write_findings(
     const CHUNK_ROWS: usize = 1024;
     let mut parquet = ParquetEncoder::new(FINDINGS, FINDINGS_COLUMNS)?;
     let mut jsonl = Vec::new();
-    for (i, (chunk, run_ids)) in findings.chunks(CHUNK_ROWS).zip(run_ids.chunks(CHUNK_ROWS)).enumerate() {
-        let table = tables::findings(chunk, run_ids, max_listed);
+    let mut lines = crate::sink::findings::JsonLines::default();
+    let encode = |e: String| SinkError::Encode { table: FINDINGS.to_string(), message: e };
+    for (i, ((chunk, ids), run_ids)) in
+        findings.chunks(CHUNK_ROWS).zip(ids.chunks(CHUNK_ROWS)).zip(run_ids.chunks(CHUNK_ROWS)).enumerate()
+    {
+        let rows = crate::sink::findings::rows(chunk, ids, run_ids, max_listed);
         // Two encodings of the same rows, apart: a thread the detectors leave idle takes one.
-        let (encoded, ()) = rayon::join(|| parquet.write(&table), || table.write_jsonl(&mut jsonl));
+        let (encoded, ()) = rayon::join(
+            || crate::sink::findings::batch(&rows).map_err(encode).and_then(|batch| parquet.write_batch(&batch)),
+            || lines.write(&rows, &mut jsonl),
+        );
         encoded?;
         if i == 0 {
             // The first chunk tells the size of the rest: one allocation of the day's file
@@ -1012,7 +1021,7 @@ fn write_findings(
             jsonl.reserve(jsonl.len() / chunk.len() * (findings.len() - chunk.len()) * 9 / 8);
         }
     }
-    results.put_day(FINDINGS, day, parquet.finish()?, String::from_utf8(jsonl).expect("serde_json writes UTF-8"))?;
+    results.put_day(FINDINGS, day, parquet.finish()?, bytes::Bytes::from(jsonl))?;
     Ok(None)
 }
 

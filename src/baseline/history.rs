@@ -14,8 +14,9 @@ use crate::hunt::aggregate::Interner;
 use crate::hunt::rules::{expected_by, matched_folder_prefix};
 use crate::sink::results::Results;
 use crate::sink::tables::{self, DAILY_COLUMNS, DEVICE_HOSTS_COLUMNS};
-use crate::sink::{Cell, SinkError};
+use crate::sink::{Cell, Columns, SinkError};
 use crate::time::Day;
+use arrow_array::{Array, ArrayRef};
 
 /// How the allow list and the exclusion rules saw a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,15 +91,52 @@ pub struct Evidence {
 }
 
 impl Evidence {
-    fn push(&mut self, fields: [&str; 4]) {
-        let fields = fields.map(|value| self.strings.intern(value));
-        self.rows.push(fields);
-    }
-
     /// The process columns of row `row`.
     pub fn process(&self, row: usize) -> Option<ProcessFields<'_>> {
         let [file, folder, sha1, company] = self.rows.get(row)?.map(|id| self.strings.name(id));
         Some((file, folder, sha1, company))
+    }
+}
+
+/// What each distinct value of a text column of the device table stands for, worked out at its
+/// first row and kept, by dictionary key, while the batches share the column's dictionary (a
+/// file's column has one).
+struct ByKey<T> {
+    column: usize,
+    dictionary: Option<ArrayRef>,
+    by_key: Vec<Option<T>>,
+    null: Option<T>,
+}
+
+impl<T: Copy> ByKey<T> {
+    fn new(column: usize) -> ByKey<T> {
+        ByKey { column, dictionary: None, by_key: Vec::new(), null: None }
+    }
+
+    /// Takes up a batch: what the keys meant stays if its dictionary is the one before.
+    fn start(&mut self, batch: &Columns) {
+        let dictionary = batch.dictionary(self.column);
+        let same = match (dictionary, &self.dictionary) {
+            (Some(new), Some(old)) => std::sync::Arc::ptr_eq(new, old),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.dictionary = dictionary.cloned();
+            self.by_key.clear();
+            self.by_key.resize(dictionary.map_or(0, |values| values.len()), None);
+        }
+    }
+
+    /// What the value of `row` stands for; `meaning` works it out from the text (a null's is "")
+    /// the first time.
+    fn get(&mut self, batch: &Columns, row: usize, meaning: impl FnOnce(&str) -> T) -> T {
+        let key = batch.key(self.column, row);
+        let slot = match key.and_then(|key| self.by_key.get_mut(key)) {
+            Some(slot) => slot,
+            None => &mut self.null,
+        };
+        *slot.get_or_insert_with(|| meaning(batch.text(self.column, row)))
     }
 }
 
@@ -275,46 +313,75 @@ impl DayData {
         let sensors = &settings.detect.silent_device.sensor_processes;
         let mut activity = Vec::new();
         let mut devices: FxHashMap<u32, DeviceDay> = FxHashMap::default();
-        let mut identity_text = String::new();
         let mut device_names: FxHashMap<u32, String> = FxHashMap::default();
         let mut evidence = Evidence::default();
+        // A device's rows repeat its id, and its processes repeat on every host it reaches: what
+        // a text means (its interned id, the class its ExpectedBy tag gives) is worked out at
+        // the first row of each distinct value, in row order, so ids come out as interning every
+        // row would give them.
+        use device_col as c;
+        let mut device_ids = ByKey::new(c::DEVICE_ID);
+        let mut hosts = ByKey::new(c::REMOTE_HOST);
+        let mut process_columns = [c::FILE_NAME, c::FOLDER_PATH, c::SHA1, c::COMPANY].map(ByKey::new);
+        let mut classes = ByKey::new(c::EXPECTED_BY);
+        let mut spellings = ByKey::new(c::SPELLING);
+        // per (host, file, folder): the identity, and whether the file is one of the sensor's
+        let mut identities: FxHashMap<(u32, u32, u32), (u32, bool)> = FxHashMap::default();
+        let mut identity_text = String::new();
         // A day hunted by a version without the device table has no device history.
-        results.read_day_columns(tables::DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS, day, |batch| {
-            use device_col as c;
+        results.read_day_columns(tables::DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS, day, true, |batch| {
+            let batch = &batch;
+            for column in [&mut device_ids, &mut hosts].into_iter().chain(&mut process_columns) {
+                column.start(batch);
+            }
+            classes.start(batch);
+            spellings.start(batch);
             for row in 0..batch.rows() {
                 let text = |column: usize| batch.text(column, row);
                 let count = |column: usize| batch.int(column, row).map_or(0, |v| v.max(0) as u64);
-                let (host, file, folder) = (text(c::REMOTE_HOST), text(c::FILE_NAME), text(c::FOLDER_PATH));
-                let expected = text(c::EXPECTED_BY);
-                let class = if expected.starts_with("allow-list:") {
-                    ProcessClass::Expected
-                } else if expected.starts_with("exclusion:") {
-                    ProcessClass::Excluded
-                } else {
-                    ProcessClass::Unexpected
-                };
-                let folder_key = identity_folder(settings, file, folder, host);
-                identity_text.clear();
-                {
-                    use std::fmt::Write as _;
-                    let _ = write!(identity_text, "{}:{file}{folder_key}", file.len());
-                }
-                let identity = names.identities.intern(&identity_text);
-                let spelled = text(c::SPELLING);
+                let device = device_ids.get(batch, row, |id| {
+                    let device = names.devices.intern(id);
+                    device_names.entry(device).or_insert_with(|| text(c::DEVICE_NAME).to_string());
+                    device
+                });
+                let host = hosts.get(batch, row, |host| names.hosts.intern(host));
+                let process = process_columns
+                    .each_mut()
+                    .map(|column| column.get(batch, row, |value| evidence.strings.intern(value)));
+                let [file, folder, ..] = process;
+                let (identity, sensor_file) = *identities.entry((host, file, folder)).or_insert_with(|| {
+                    let (host, file, folder) = (text(c::REMOTE_HOST), text(c::FILE_NAME), text(c::FOLDER_PATH));
+                    let folder_key = identity_folder(settings, file, folder, host);
+                    identity_text.clear();
+                    {
+                        use std::fmt::Write as _;
+                        let _ = write!(identity_text, "{}:{file}{folder_key}", file.len());
+                    }
+                    (names.identities.intern(&identity_text), sensors.iter().any(|s| s.eq_ignore_ascii_case(file)))
+                });
+                let class = classes.get(batch, row, |expected| {
+                    if expected.starts_with("allow-list:") {
+                        ProcessClass::Expected
+                    } else if expected.starts_with("exclusion:") {
+                        ProcessClass::Excluded
+                    } else {
+                        ProcessClass::Unexpected
+                    }
+                });
                 let entry = Activity {
-                    device: names.devices.intern(text(c::DEVICE_ID)),
-                    host: names.hosts.intern(host),
+                    device,
+                    host,
                     identity,
                     port: batch.int(c::REMOTE_PORT, row).and_then(|p| i32::try_from(p).ok()),
                     listed: batch.bool(c::LISTED, row) != Some(false),
                     class,
-                    sensor: class == ProcessClass::Expected && sensors.iter().any(|s| s.eq_ignore_ascii_case(file)),
-                    spelling: (!spelled.is_empty()).then(|| names.spellings.intern(spelled)),
+                    sensor: class == ProcessClass::Expected && sensor_file,
+                    spelling: spellings
+                        .get(batch, row, |spelled| (!spelled.is_empty()).then(|| names.spellings.intern(spelled))),
                     events: count(c::EVENTS),
                     failed: count(c::FAILED_EVENTS),
                     row: activity.len(),
                 };
-                device_names.entry(entry.device).or_insert_with(|| text(c::DEVICE_NAME).to_string());
                 if entry.listed {
                     let device = devices.entry(entry.device).or_default();
                     device.events += entry.events;
@@ -326,8 +393,9 @@ impl DayData {
                     }
                 }
                 activity.push(entry);
-                evidence.push([file, folder, text(c::SHA1), text(c::COMPANY)]);
+                evidence.rows.push(process);
             }
+            Ok(())
         })?;
         // The activity stays while the day is in the window, without the room it grew into.
         activity.shrink_to_fit();
@@ -450,5 +518,95 @@ impl History {
         }
         run.reverse();
         run
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::local::LocalDir;
+    use crate::sink::Table;
+
+    /// A day read by dictionary key, over batches and with nulls, is what reading and interning
+    /// every row in order gives: the same ids, classes, names and process columns.
+    #[test]
+    fn a_day_read_by_its_dictionaries_is_what_interning_every_row_gives() {
+        let settings = crate::config::Config::default().validate().unwrap();
+        let day = Day::parse("2026-11-01").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let results = Results::new(std::sync::Arc::new(LocalDir::new(dir.path())));
+        let hosts = ["winatp-gw-weu.microsoft.com", "crl.microsoft.com", "x.example"];
+        let files = ["mssense.exe", "svchost.exe"];
+        let tags = ["", "allow-list:mde.toml", "exclusion:mecm"];
+        let text = |value: Option<String>| value.map_or(Cell::Null, Cell::Text);
+        let row_of = |i: usize| {
+            let file = files[i % 2];
+            [
+                Some(format!("dev-{}", (i * 7) % 13)),
+                (i % 5 != 0).then(|| format!("name-{}", i % 13)),
+                Some(hosts[i % 3].to_string()),
+                Some(file.to_string()),
+                Some(format!(r"c:\folder{}\{file}", i % 4)),
+                (i % 11 != 0).then(|| format!("sha-{}", i % 6)),
+                Some("Microsoft Corporation".to_string()),
+                Some(tags[(i / 2) % 3].to_string()),
+                (i % 4 == 0).then(|| "case".to_string()),
+            ]
+        };
+        let mut table = Table::new(tables::DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS);
+        let rows = 2600;
+        for i in 0..rows {
+            let [device, name, host, file, folder, sha1, company, tag, spelling] = row_of(i).map(text);
+            table.push(vec![
+                Cell::Day(day),
+                device,
+                name,
+                host,
+                Cell::Bool(i % 7 != 0),
+                Cell::Int(443),
+                file,
+                folder,
+                sha1,
+                company,
+                tag,
+                spelling,
+                Cell::Int(i as i64),
+                Cell::Int(1),
+            ]);
+        }
+        results.write_day_parquet(&table, day).unwrap();
+        let mut daily = Table::new(tables::DAILY, DAILY_COLUMNS);
+        daily.push(vec![
+            Cell::Day(day),
+            Cell::from("ConnectionSuccess"),
+            Cell::Int(1),
+            Cell::Int(1),
+            Cell::from("kql"),
+        ]);
+        results.write_day(&daily, day).unwrap();
+
+        let mut names = Names::default();
+        let data = DayData::load(&results, day, &settings, &mut names).unwrap().unwrap();
+        assert_eq!(data.activity.len(), rows);
+        let mut expected = Names::default();
+        for (i, a) in data.activity.iter().enumerate() {
+            let values = row_of(i);
+            let [device, name, host, file, folder, sha1, company, tag, spelling] =
+                values.each_ref().map(|v| v.as_deref().unwrap_or(""));
+            let identity = format!("{}:{file}{}", file.len(), identity_folder(&settings, file, folder, host));
+            assert_eq!(a.device, expected.devices.intern(device), "row {i}");
+            assert_eq!(a.host, expected.hosts.intern(host), "row {i}");
+            assert_eq!(a.identity, expected.identities.intern(&identity), "row {i}");
+            assert_eq!(a.spelling, (!spelling.is_empty()).then(|| expected.spellings.intern(spelling)), "row {i}");
+            let class = [ProcessClass::Unexpected, ProcessClass::Expected, ProcessClass::Excluded]
+                [tags.iter().position(|t| *t == tag).unwrap()];
+            assert_eq!((a.class, a.listed, a.events, a.row), (class, i % 7 != 0, i as u64, i), "row {i}");
+            let sensor = settings.detect.silent_device.sensor_processes.iter().any(|s| s.eq_ignore_ascii_case(file));
+            assert_eq!(a.sensor, class == ProcessClass::Expected && sensor, "row {i}");
+            assert_eq!(data.process(a), Some((file, folder, sha1, company)), "row {i}");
+            // a device's name is the one of its first row
+            let first = (0..rows).find(|&j| row_of(j)[0] == values[0]).unwrap();
+            assert_eq!(data.device_names[&a.device], row_of(first)[1].clone().unwrap_or_default(), "row {i} ({name})");
+        }
     }
 }

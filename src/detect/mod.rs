@@ -15,7 +15,7 @@ pub mod unusual_port;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::baseline::history::{Activity, DayData, History, Names, ProcessFields};
 use crate::config::Settings;
@@ -119,8 +119,6 @@ pub struct Finding {
     pub evidence: String,
 }
 
-/// FNV-1a, 128 bits: fixed by its specification, so the same bytes give the same id on every
-/// platform, Rust version and run (unlike std's `DefaultHasher`).
 /// A finding's JSON document (Params, Series), kept as its text: a night can have thousands of
 /// findings a day, and as a `Value` a document took several times the room (a string and an
 /// enum for each day of a series) and was serialized again for each file it went to.
@@ -147,6 +145,13 @@ impl Default for Document {
 }
 
 impl Document {
+    /// The document of a detector's typed parameters, serialized without building a JSON value
+    /// first. Its fields must come in the order of their names, as a JSON value's keys are
+    /// sorted (the detectors' tests check every document is the one its value gives).
+    pub fn of(params: &impl serde::Serialize) -> Document {
+        serde_json::value::to_raw_value(params).map_or_else(|_| Document::default(), Document)
+    }
+
     /// A document written as text by a detector; text that is not JSON (a bug) becomes `null`.
     fn from_text(text: String) -> Document {
         match serde_json::value::RawValue::from_string(text) {
@@ -158,16 +163,20 @@ impl Document {
     pub fn value(&self) -> Value {
         serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
     }
-
-    fn cell(&self) -> Cell {
-        Cell::RawJson(self.0.clone())
-    }
 }
 
+/// FNV-1a, 128 bits: fixed by its specification, so the same bytes give the same id on every
+/// platform, Rust version and run (unlike std's `DefaultHasher`).
 pub fn fnv1a_128(bytes: &[u8]) -> u128 {
-    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+    fnv1a_128_on(FNV_OFFSET, bytes)
+}
+
+const FNV_OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+
+/// [`fnv1a_128`] of what `hash` was taken over followed by `bytes`.
+fn fnv1a_128_on(hash: u128, bytes: &[u8]) -> u128 {
     const PRIME: u128 = 0x0000000001000000000000000000013b;
-    bytes.iter().fold(OFFSET, |hash, &b| (hash ^ u128::from(b)).wrapping_mul(PRIME))
+    bytes.iter().fold(hash, |hash, &b| (hash ^ u128::from(b)).wrapping_mul(PRIME))
 }
 
 impl Finding {
@@ -201,59 +210,126 @@ impl Finding {
             description: String::new(),
             tactics: Vec::new(),
             techniques: Vec::new(),
-            evidence: ctx.device_evidence(),
+            evidence: ctx.device_evidence().to_string(),
         }
     }
 
     /// The stable id: FNV-1a 128 of `type \x1f key \x1f day`, as 32 hex digits.
     pub fn id(&self) -> String {
-        let text = format!("{}\u{1f}{}\u{1f}{}", self.finding_type.as_str(), self.key, self.day);
-        format!("{:032x}", fnv1a_128(text.as_bytes()))
+        // Hashed a part at a time and written digit by digit: a night has hundreds of thousands
+        // of ids, and formatting the text and the hash cost more than hashing.
+        let day = self.day.to_string();
+        let parts = [self.finding_type.as_str().as_bytes(), b"\x1f", self.key.as_bytes(), b"\x1f", day.as_bytes()];
+        let hash = parts.iter().fold(FNV_OFFSET, |hash, part| fnv1a_128_on(hash, part));
+        (0..32).rev().map(|nibble| char::from(b"0123456789abcdef"[(hash >> (nibble * 4)) as usize & 15])).collect()
     }
 
-    /// The table row, device lists capped at `max_listed`.
-    pub fn to_row(&self, run_id: &str, max_listed: usize) -> Vec<Cell> {
-        let text = |v: &Option<String>| v.clone().map_or(Cell::Null, Cell::Text);
-        let float = |v: Option<f64>| v.filter(|x| x.is_finite()).map_or(Cell::Null, Cell::Float);
+    /// The table row, device lists capped at `max_listed`; `id` is [`Finding::id`].
+    pub fn to_row(&self, id: &str, run_id: &str, max_listed: usize) -> Vec<Cell> {
+        self.cells(id, run_id, max_listed).into_iter().map(FindingCell::to_cell).collect()
+    }
+
+    /// The row's cells as borrowed from the finding, in the order of `FINDINGS_COLUMNS`: the one
+    /// definition of the row, whether it is built as cells ([`Finding::to_row`]) or encoded in
+    /// place (a night's findings are hundreds of thousands of rows, and cloning each into cells
+    /// cost more than encoding them).
+    pub fn cells<'a>(&'a self, id: &'a str, run_id: &'a str, max_listed: usize) -> [FindingCell<'a>; FINDING_CELLS] {
+        let text = |v: &'a Option<String>| v.as_deref().map_or(FindingCell::Null, FindingCell::Text);
+        let float = |v: Option<f64>| FindingCell::Float(v.filter(|x| x.is_finite()));
         let process = self.process.as_ref();
-        let process_field = |f: fn(&ProcessInfo) -> &String| process.map_or(Cell::Null, |p| Cell::from(f(p).as_str()));
+        let process_field =
+            |f: fn(&ProcessInfo) -> &String| process.map_or(FindingCell::Null, |p| FindingCell::Text(f(p)));
         let listed = &self.devices[..self.devices.len().min(max_listed)];
-        let devices = |pick: fn(&(String, String)) -> &String| {
+        let devices = |field: DeviceField| {
             if self.devices.is_empty() {
-                Cell::Null
+                FindingCell::Null
             } else {
-                Cell::Json(Value::Array(listed.iter().map(|d| Value::String(pick(d).clone())).collect()))
+                FindingCell::Devices(listed, field)
             }
         };
-        vec![
-            Cell::Day(self.day),
-            Cell::from(self.id()),
-            Cell::from(run_id),
-            Cell::from(self.finding_type.as_str()),
-            Cell::from(self.severity.as_str()),
+        let count = i64::try_from(self.devices.len()).unwrap_or(i64::MAX);
+        [
+            FindingCell::Day(self.day),
+            FindingCell::Text(id),
+            FindingCell::Text(run_id),
+            FindingCell::Text(self.finding_type.as_str()),
+            FindingCell::Text(self.severity.as_str()),
             text(&self.remote_host),
             text(&self.action_type),
             process_field(|p| &p.file_name),
             process_field(|p| &p.folder_path),
             process_field(|p| &p.sha1),
             process_field(|p| &p.company),
-            self.remote_port.map_or(Cell::Null, Cell::Int),
-            if self.devices.is_empty() { Cell::Null } else { Cell::from(self.devices.len()) },
-            devices(|d| &d.0),
-            devices(|d| &d.1),
+            self.remote_port.map_or(FindingCell::Null, FindingCell::Int),
+            if self.devices.is_empty() { FindingCell::Null } else { FindingCell::Int(count) },
+            devices(DeviceField::Id),
+            devices(DeviceField::Name),
             float(self.observed),
             float(self.baseline),
             float(self.score),
             float(self.threshold),
-            Cell::Int(self.direction),
-            Cell::from(self.method),
-            self.params.cell(),
-            self.series.as_ref().map_or(Cell::Null, Document::cell),
-            Cell::from(self.description.as_str()),
-            Cell::from(self.tactics.join(",")),
-            Cell::from(self.techniques.join(",")),
-            Cell::from(self.evidence.as_str()),
+            FindingCell::Int(self.direction),
+            FindingCell::Text(self.method),
+            FindingCell::Json(&self.params.0),
+            self.series.as_ref().map_or(FindingCell::Null, |series| FindingCell::Json(&series.0)),
+            FindingCell::Text(&self.description),
+            FindingCell::Joined(&self.tactics),
+            FindingCell::Joined(&self.techniques),
+            FindingCell::Text(&self.evidence),
         ]
+    }
+}
+
+/// The columns of a finding's row (`FINDINGS_COLUMNS`).
+pub const FINDING_CELLS: usize = 27;
+
+/// Which half of a listed device a column shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceField {
+    Id,
+    Name,
+}
+
+impl DeviceField {
+    pub fn of(self, device: &(String, String)) -> &str {
+        match self {
+            DeviceField::Id => &device.0,
+            DeviceField::Name => &device.1,
+        }
+    }
+}
+
+/// One cell of a finding's row, borrowed from the finding (see [`Finding::cells`]).
+#[derive(Debug, Clone, Copy)]
+pub enum FindingCell<'a> {
+    Day(Day),
+    Text(&'a str),
+    Int(i64),
+    /// `None` for a value that is not finite, written as a null.
+    Float(Option<f64>),
+    /// Text joined with commas (tactics, techniques).
+    Joined(&'a [&'static str]),
+    /// The listed devices' ids or names: a JSON array of strings.
+    Devices(&'a [(String, String)], DeviceField),
+    Json(&'a serde_json::value::RawValue),
+    Null,
+}
+
+impl FindingCell<'_> {
+    /// The table cell: what the row held before it was borrowed.
+    pub fn to_cell(self) -> Cell {
+        match self {
+            FindingCell::Day(day) => Cell::Day(day),
+            FindingCell::Text(text) => Cell::Text(text.to_string()),
+            FindingCell::Int(v) => Cell::Int(v),
+            FindingCell::Float(v) => v.map_or(Cell::Null, Cell::Float),
+            FindingCell::Joined(parts) => Cell::Text(parts.join(",")),
+            FindingCell::Devices(listed, field) => {
+                Cell::Json(Value::Array(listed.iter().map(|d| Value::String(field.of(d).to_string())).collect()))
+            }
+            FindingCell::Json(raw) => Cell::RawJson(raw.to_owned()),
+            FindingCell::Null => Cell::Null,
+        }
     }
 }
 
@@ -265,11 +341,14 @@ pub struct Context<'a> {
     pub history: &'a History,
     /// The opening of every device series of the day, up to its counts (see [`device_series`]).
     series_days: OnceLock<String>,
+    /// [`Context::device_evidence`], the evidence of most of the day's findings.
+    evidence: String,
 }
 
 impl<'a> Context<'a> {
     pub fn new(day: Day, settings: &'a Settings, today: &'a DayData, history: &'a History) -> Context<'a> {
-        Context { day, settings, today, history, series_days: OnceLock::new() }
+        let evidence = format!("{}{PART}.parquet", day_prefix(crate::sink::tables::DEVICE_HOSTS, day));
+        Context { day, settings, today, history, series_days: OnceLock::new(), evidence }
     }
 
     pub fn device_id(&self, device: u32) -> &str {
@@ -281,8 +360,8 @@ impl<'a> Context<'a> {
     }
 
     /// The store path of the day's device table, the evidence of device findings.
-    pub fn device_evidence(&self) -> String {
-        format!("{}{PART}.parquet", day_prefix(crate::sink::tables::DEVICE_HOSTS, self.day))
+    pub fn device_evidence(&self) -> &str {
+        &self.evidence
     }
 
     /// Whether a device has at least `min_device_history_days` history days of telemetry, and
@@ -330,15 +409,16 @@ impl<'d> Group<'d> {
     }
 
     /// Every distinct process, for `Params`.
+    pub fn process_params(&self) -> Vec<ProcessParams<'d>> {
+        let params = self.processes.iter();
+        params
+            .map(|(&(file, folder, sha1, company), &events)| ProcessParams { company, events, file, folder, sha1 })
+            .collect()
+    }
+
+    /// [`Group::process_params`] as a JSON value, for a detector that builds its `Params` so.
     pub fn processes_json(&self) -> Value {
-        Value::Array(
-            self.processes
-                .iter()
-                .map(|((file, folder, sha1, company), events)| {
-                    json!({"file": file, "folder": folder, "sha1": sha1, "company": company, "events": events})
-                })
-                .collect(),
-        )
+        serde_json::to_value(self.process_params()).unwrap_or(Value::Null)
     }
 
     /// The port with the most events.
@@ -354,6 +434,16 @@ impl<'d> Group<'d> {
     pub fn device_list(&self, ctx: &Context<'_>) -> Vec<(String, String)> {
         device_list(ctx, self.devices.iter().copied())
     }
+}
+
+/// A process of a group as `Params` lists it (see [`Document::of`] for the order of fields).
+#[derive(Debug, serde::Serialize)]
+pub struct ProcessParams<'d> {
+    company: &'d str,
+    events: u64,
+    file: &'d str,
+    folder: &'d str,
+    sha1: &'d str,
 }
 
 /// (DeviceId, DeviceName) of devices, sorted by DeviceId; the name is today's, else "".
@@ -426,24 +516,30 @@ pub fn count_day(settings: &Settings, names: &Names, data: &DayData) {
 /// `{"days": [...], "devices": [...]}` over the history days and today, and the mean over the
 /// history days; `devices_on` says how many devices a day had.
 pub fn device_series(ctx: &Context<'_>, devices_on: impl Fn(&DayData) -> usize) -> (Document, f64) {
-    use std::fmt::Write;
-    let counts: Vec<usize> = ctx.history.days.iter().chain(std::iter::once(ctx.today)).map(devices_on).collect();
-    let history = &counts[..counts.len() - 1];
-    let mean = if history.is_empty() { 0.0 } else { history.iter().sum::<usize>() as f64 / history.len() as f64 };
     // The text `json!` would give (keys sorted), written directly: a busy night has thousands
     // of findings a day, each with the same list of days.
-    let mut text = ctx
-        .series_days
-        .get_or_init(|| {
-            let days = ctx.history.days.iter().map(|d| d.day).chain(std::iter::once(ctx.day));
-            let quoted: Vec<String> = days.map(|day| format!("\"{day}\"")).collect();
-            format!("{{\"days\":[{}],\"devices\":[", quoted.join(","))
-        })
-        .clone();
-    for (i, count) in counts.iter().enumerate() {
-        let _ = write!(text, "{}{count}", if i == 0 { "" } else { "," });
+    let opening = ctx.series_days.get_or_init(|| {
+        let days = ctx.history.days.iter().map(|d| d.day).chain(std::iter::once(ctx.day));
+        let quoted: Vec<String> = days.map(|day| format!("\"{day}\"")).collect();
+        format!("{{\"days\":[{}],\"devices\":[", quoted.join(","))
+    });
+    let days = ctx.history.days.len() + 1;
+    let mut text = String::with_capacity(opening.len() + days * 4 + 2);
+    text.push_str(opening);
+    let mut history = 0;
+    let mut digits = [0u8; 20];
+    for (i, data) in ctx.history.days.iter().chain(std::iter::once(ctx.today)).enumerate() {
+        let count = devices_on(data);
+        if i > 0 {
+            text.push(',');
+        }
+        text.extend(crate::time::decimal(count as u64, &mut digits).iter().map(|&d| char::from(d)));
+        if i + 1 < days {
+            history += count;
+        }
     }
     text.push_str("]}");
+    let mean = if days == 1 { 0.0 } else { history as f64 / (days - 1) as f64 };
     (Document::from_text(text), mean)
 }
 
@@ -469,8 +565,14 @@ pub fn run_day(ctx: &Context<'_>) -> Vec<Finding> {
     if d.silent_device.enabled {
         findings.extend(silent_device::detect(ctx));
     }
-    findings.sort_by(|a, b| (a.finding_type, &a.key).cmp(&(b.finding_type, &b.key)));
-    findings
+    // Sorted by position, then moved once into place: a finding is hundreds of bytes, which a
+    // sort of the findings themselves moved at every step of the merge.
+    let mut order: Vec<usize> = (0..findings.len()).collect();
+    order.sort_by(|&a, &b| {
+        (findings[a].finding_type, &findings[a].key).cmp(&(findings[b].finding_type, &findings[b].key))
+    });
+    let mut slots: Vec<Option<Finding>> = findings.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
 #[cfg(test)]
@@ -597,6 +699,13 @@ pub(crate) mod testing {
         let ctx = Context::new(day(0), settings, &today, &history);
         let mut findings = detect(&ctx);
         findings.sort_by(|a, b| (a.finding_type, &a.key).cmp(&(b.finding_type, &b.key)));
+        // Documents written by hand or from typed fields are the text their JSON values give
+        // (keys sorted), which findings re-read from the store are compared with.
+        for f in &findings {
+            for document in std::iter::once(&f.params).chain(&f.series) {
+                assert_eq!(document.0.get(), document.value().to_string(), "{:?} {}", f.finding_type, f.key);
+            }
+        }
         findings
     }
 
@@ -609,6 +718,7 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// The series is written as text: it must be the document `json!` gives, for no history,
     /// one day and a gap-free window, and the days text is shared by every series of the day.

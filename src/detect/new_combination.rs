@@ -15,15 +15,24 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
-
-use super::{Context, Finding, FindingType, Group, Severity};
+use super::{Context, Document, Finding, FindingType, Group, ProcessParams, Severity};
 use crate::baseline::history::{Activity, ProcessClass};
 
 /// The rows this detector judges; the history keeps them per (host, identity) for it (see
 /// [`crate::baseline::history::WindowIndex`]).
 pub fn judged(a: &Activity) -> bool {
     a.listed && a.class != ProcessClass::Excluded
+}
+
+/// `Params` (fields in the order of their names, see [`Document::of`]).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Params<'a> {
+    events: u64,
+    expected: bool,
+    history_days: usize,
+    min_device_history_days: usize,
+    processes: Vec<ProcessParams<'a>>,
 }
 
 pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
@@ -75,14 +84,13 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
             baseline: Some(fleet_devices as f64),
             score: Some(devices.len() as f64),
             direction: 1,
-            params: json!({
-                "historyDays": ctx.history.days.len(),
-                "minDeviceHistoryDays": ctx.settings.detect.min_device_history_days,
-                "events": group.events,
-                "processes": group.processes_json(),
-                "expected": !unexpected,
-            })
-            .into(),
+            params: Document::of(&Params {
+                events: group.events,
+                expected: !unexpected,
+                history_days: ctx.history.days.len(),
+                min_device_history_days: ctx.settings.detect.min_device_history_days,
+                processes: group.process_params(),
+            }),
             description,
             tactics: vec!["CommandAndControl"],
             techniques: vec!["T1071.001"],

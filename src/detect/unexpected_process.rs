@@ -15,9 +15,10 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
-
-use super::{device_series, distinct_devices, Context, DeviceCounts, Finding, FindingType, Group, Severity};
+use super::{
+    device_series, distinct_devices, Context, DeviceCounts, Document, Finding, FindingType, Group, ProcessParams,
+    Severity,
+};
 use crate::baseline::history::{Activity, DayData, ProcessClass};
 use crate::hunt::rules::matched_folder_prefix;
 
@@ -30,6 +31,17 @@ pub fn devices_per_key(data: &DayData) -> &DeviceCounts<(u32, u32)> {
     data.counts
         .unexpected_process
         .get_or_init(|| distinct_devices(data, |a| unexpected(a).then_some((a.host, a.identity))))
+}
+
+/// `Params` (fields in the order of their names, see [`Document::of`]).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Params<'a> {
+    events: u64,
+    failed_events: u64,
+    masquerading: bool,
+    ports: Vec<i32>,
+    processes: Vec<ProcessParams<'a>>,
 }
 
 pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
@@ -84,15 +96,14 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
             observed: Some(devices.len() as f64),
             baseline: Some(baseline),
             score: Some(devices.len() as f64),
-            params: json!({
-                "events": group.events,
-                "failedEvents": group.failed,
-                "ports": group.ports(),
-                "processes": group.processes_json(),
-                "masquerading": masquerading,
-            })
-            .into(),
-            series: Some(series.into()),
+            params: Document::of(&Params {
+                events: group.events,
+                failed_events: group.failed,
+                masquerading,
+                ports: group.ports(),
+                processes: group.process_params(),
+            }),
+            series: Some(series),
             description,
             tactics,
             techniques,

@@ -11,9 +11,10 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
-
-use super::{device_series, distinct_devices, Context, DeviceCounts, Finding, FindingType, Group, Severity};
+use super::{
+    device_series, distinct_devices, Context, DeviceCounts, Document, Finding, FindingType, Group, ProcessParams,
+    Severity,
+};
 use crate::baseline::history::{Activity, DayData, ProcessClass};
 use crate::config::UnusualPortConfig;
 use crate::hunt::aggregate::Interner;
@@ -37,14 +38,26 @@ pub fn devices_per_port<'d>(
     data.counts.unusual_port.get_or_init(|| distinct_devices(data, |a| unusual(settings, hosts, a)))
 }
 
+/// `Params` (fields in the order of their names, see [`Document::of`]).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Params<'a> {
+    allowed_ports: &'a [i32],
+    events: u64,
+    failed_events: u64,
+    processes: Vec<ProcessParams<'a>>,
+}
+
 pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
     let settings = &ctx.settings.detect.unusual_port;
-    let allowed = |host: &str| -> Vec<i32> {
+    // The ports a host serves, as a list and as the description says them.
+    let allowed = |host: &str| -> (Vec<i32>, String) {
         let mut ports = settings.allowed_ports.clone();
         if settings.plain_http_hosts.iter().any(|h| h == host) {
             ports.extend(&settings.plain_http_ports);
         }
-        ports
+        let text = ports.iter().map(i32::to_string).collect::<Vec<_>>().join(", ");
+        (ports, text)
     };
     let hosts = &ctx.history.names.hosts;
     let mut groups: BTreeMap<(u32, i32), (Group<'_>, bool)> = BTreeMap::new();
@@ -57,15 +70,20 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
     }
     let devices_on = |data: &DayData, key: (u32, i32)| devices_per_port(settings, hosts, data).devices(&key);
     let mut findings = Vec::new();
+    // Groups come by host: its ports are worked out once, not for each of its ports.
+    let mut served: Option<(u32, (Vec<i32>, String))> = None;
     for ((host_id, port), (group, unexpected)) in groups {
         let host = ctx.host(host_id).to_string();
-        let allowed_ports = allowed(&host);
+        if served.as_ref().is_none_or(|(id, _)| *id != host_id) {
+            served = Some((host_id, allowed(&host)));
+        }
+        let Some((_, (allowed_ports, allowed_text))) = &served else { continue };
         let (series, baseline) = device_series(ctx, |data| devices_on(data, (host_id, port)));
         let devices = group.device_list(ctx);
         let process = group.process();
         let description = format!(
             "{host} was reached on port {port} (it serves {allowed}) from {n} device(s), {events} events{through}.",
-            allowed = allowed_ports.iter().map(i32::to_string).collect::<Vec<_>>().join(", "),
+            allowed = allowed_text,
             n = devices.len(),
             events = group.events,
             through = process
@@ -80,14 +98,13 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
             observed: Some(devices.len() as f64),
             baseline: Some(baseline),
             score: Some(devices.len() as f64),
-            params: json!({
-                "allowedPorts": allowed_ports,
-                "events": group.events,
-                "failedEvents": group.failed,
-                "processes": group.processes_json(),
-            })
-            .into(),
-            series: Some(series.into()),
+            params: Document::of(&Params {
+                allowed_ports,
+                events: group.events,
+                failed_events: group.failed,
+                processes: group.process_params(),
+            }),
+            series: Some(series),
             description,
             tactics: vec!["CommandAndControl"],
             techniques: vec!["T1571"],
@@ -103,6 +120,7 @@ pub fn detect(ctx: &Context<'_>) -> Vec<Finding> {
 mod tests {
     use super::*;
     use crate::detect::testing::{ids, row, run, sensor, settings, GW};
+    use serde_json::json;
 
     #[test]
     fn a_gateway_on_8080_is_flagged_with_its_devices() {

@@ -4,6 +4,7 @@
 
 pub mod blob;
 pub mod commit;
+pub mod findings;
 pub mod local;
 pub mod lock;
 pub mod report;

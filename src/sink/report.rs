@@ -15,9 +15,9 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use super::results::Results;
+use super::results::{day_prefix, Results, PART};
 use super::tables::{self, DAILY_COLUMNS, HOSTS_COLUMNS, PROCESSES_COLUMNS};
-use super::{Cell, ColumnType, SinkError, Table};
+use super::{Cell, ColumnType, Columns, SinkError, Table};
 use crate::config::Settings;
 use crate::detect::Severity;
 use crate::time::Day;
@@ -113,15 +113,89 @@ struct Findings {
 }
 
 impl Findings {
-    fn add(&mut self, rows: impl IntoIterator<Item = FindingRow>) {
-        let rows: Vec<FindingRow> = rows.into_iter().collect();
-        for f in &rows {
-            self.total += 1;
-            *self.by_severity.entry(f.severity).or_default() += 1;
-            let worst = self.worst.entry(f.day.clone()).or_insert(f.severity);
-            *worst = (*worst).max(f.severity);
+    fn count(&mut self, day: &str, severity: Severity) {
+        self.total += 1;
+        *self.by_severity.entry(severity).or_default() += 1;
+        match self.worst.get_mut(day) {
+            Some(worst) => *worst = (*worst).max(severity),
+            None => {
+                self.worst.insert(day.to_string(), severity);
+            }
         }
-        super::summary::keep_first(&mut self.listed, rows, MAX_FINDING_ROWS, listed_order);
+    }
+
+    /// A day's findings table, every row counted; rows are built only for the findings that
+    /// make the list (ranked by the columns that rank them): a storm's day is tens of thousands
+    /// of findings, each with its device names.
+    fn of_day(batches: &[Columns]) -> Result<Findings, String> {
+        let c =
+            |name: &str| SHOWN_FINDING_COLUMNS.iter().position(|(n, _)| *n == name).expect("a column the report reads");
+        let (day, severity, score) = (c("Day"), c("Severity"), c("Score"));
+        let (kind, id, device_names) = (c("FindingType"), c("FindingId"), c("DeviceNames"));
+        // as a cell's text gives them
+        let text_of_day = |d: Option<Day>| d.map_or(String::new(), |d| d.to_string());
+        let int_text = |v: Option<i64>| v.map_or(String::new(), |v| v.to_string());
+        let mut days: Vec<(Option<Day>, String)> = Vec::new();
+        for batch in batches {
+            for row in 0..batch.rows() {
+                let d = batch.day(day, row);
+                if days.iter().all(|(seen, _)| *seen != d) {
+                    days.push((d, text_of_day(d)));
+                }
+            }
+        }
+        let mut findings = Findings::default();
+        let mut ranked = Vec::new();
+        for (b, batch) in batches.iter().enumerate() {
+            for row in 0..batch.rows() {
+                // Every row's names must read, as when each row was parsed whole.
+                if !batch.is_null(device_names, row) {
+                    serde_json::from_str::<serde::de::IgnoredAny>(batch.text(device_names, row))
+                        .map_err(|e| format!("column `DeviceNames` row {row}: not JSON: {e}"))?;
+                }
+                let d = batch.day(day, row);
+                let day_text = days.iter().find(|(seen, _)| *seen == d).map_or("", |(_, text)| text.as_str());
+                let rank = Rank {
+                    severity: Severity::parse(batch.text(severity, row)).unwrap_or(Severity::Informational),
+                    score: batch.float(score, row),
+                    day: day_text,
+                    finding_type: batch.text(kind, row),
+                    id: batch.text(id, row),
+                };
+                findings.count(rank.day, rank.severity);
+                ranked.push((rank, b, row));
+            }
+        }
+        let mut first = Vec::new();
+        super::summary::keep_first(&mut first, ranked, MAX_FINDING_ROWS, |a, b| rank_order(&a.0, &b.0));
+        findings.listed = first
+            .into_iter()
+            .map(|(rank, b, row)| {
+                let batch = &batches[b];
+                let names = match serde_json::from_str::<Value>(batch.text(device_names, row)) {
+                    Ok(Value::Array(items)) => {
+                        items.into_iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                let file = batch.text(c("InitiatingProcessFileName"), row);
+                let folder = batch.text(c("InitiatingProcessFolderPath"), row);
+                FindingRow {
+                    day: rank.day.to_string(),
+                    severity: rank.severity,
+                    score: rank.score,
+                    finding_type: rank.finding_type.to_string(),
+                    id: rank.id.to_string(),
+                    host: batch.text(c("RemoteHost"), row).to_string(),
+                    process: if folder.is_empty() { file.to_string() } else { format!("{file} ({folder})") },
+                    port: int_text(batch.int(c("RemotePort"), row)),
+                    devices: int_text(batch.int(c("DeviceCount"), row)),
+                    description: batch.text(c("Description"), row).to_string(),
+                    names,
+                }
+            })
+            .collect();
+        Ok(findings)
     }
 
     fn merge(&mut self, other: Findings) {
@@ -137,14 +211,34 @@ impl Findings {
     }
 }
 
+/// What ranks a finding in the list.
+struct Rank<'a> {
+    severity: Severity,
+    score: Option<f64>,
+    day: &'a str,
+    finding_type: &'a str,
+    id: &'a str,
+}
+
+impl FindingRow {
+    fn rank(&self) -> Rank<'_> {
+        let (day, finding_type, id) = (&self.day, &self.finding_type, &self.id);
+        Rank { severity: self.severity, score: self.score, day, finding_type, id }
+    }
+}
+
 /// A drop's score is negative: its size is what ranks it.
-fn listed_order(a: &FindingRow, b: &FindingRow) -> std::cmp::Ordering {
+fn rank_order(a: &Rank<'_>, b: &Rank<'_>) -> std::cmp::Ordering {
     b.severity
         .cmp(&a.severity)
         .then(b.score.unwrap_or(0.0).abs().total_cmp(&a.score.unwrap_or(0.0).abs()))
-        .then(b.day.cmp(&a.day))
-        .then(a.finding_type.cmp(&b.finding_type))
-        .then(a.id.cmp(&b.id))
+        .then(b.day.cmp(a.day))
+        .then(a.finding_type.cmp(b.finding_type))
+        .then(a.id.cmp(b.id))
+}
+
+fn listed_order(a: &FindingRow, b: &FindingRow) -> std::cmp::Ordering {
+    rank_order(&a.rank(), &b.rank())
 }
 
 /// Everything the page shows, read from the store.
@@ -199,31 +293,17 @@ fn load(results: &Results) -> Result<Data, SinkError> {
                 connections_of_day.push((i, cell_text(&row[action]), cell_f64(&row[connections]).unwrap_or(0.0)));
             }
         }
-        if let Some(table) = results.read_day(tables::FINDINGS, SHOWN_FINDING_COLUMNS, day)? {
-            let c = |name: &str| column(&table, name);
-            findings.add(table.rows.iter().map(|row| {
-                let names = match &row[c("DeviceNames")] {
-                    Cell::Json(Value::Array(items)) => {
-                        items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
-                    }
-                    _ => Vec::new(),
-                };
-                let file = cell_text(&row[c("InitiatingProcessFileName")]);
-                let folder = cell_text(&row[c("InitiatingProcessFolderPath")]);
-                FindingRow {
-                    day: cell_text(&row[c("Day")]),
-                    severity: Severity::parse(&cell_text(&row[c("Severity")])).unwrap_or(Severity::Informational),
-                    score: cell_f64(&row[c("Score")]),
-                    finding_type: cell_text(&row[c("FindingType")]),
-                    id: cell_text(&row[c("FindingId")]),
-                    host: cell_text(&row[c("RemoteHost")]),
-                    process: if folder.is_empty() { file } else { format!("{file} ({folder})") },
-                    port: cell_text(&row[c("RemotePort")]),
-                    devices: cell_text(&row[c("DeviceCount")]),
-                    description: cell_text(&row[c("Description")]),
-                    names,
-                }
-            }));
+        // The day's batches are held until it is ranked (its shown columns, not rows of cells).
+        let mut batches = Vec::new();
+        let found = results.read_day_columns(tables::FINDINGS, SHOWN_FINDING_COLUMNS, day, false, |batch| {
+            batches.push(batch);
+            Ok(())
+        })?;
+        if found {
+            findings = Findings::of_day(&batches).map_err(|message| {
+                let path = format!("{}{PART}.parquet", day_prefix(tables::FINDINGS, day));
+                SinkError::Decode { path, message }
+            })?;
         }
         Ok((connections_of_day, findings))
     };
@@ -697,23 +777,48 @@ mod tests {
 
     #[test]
     fn a_storm_of_findings_lists_the_first_thousand_and_counts_the_rest() {
-        let row = |i: usize| FindingRow {
-            day: "2026-11-20".into(),
-            severity: Severity::Low,
-            score: Some(1.0),
-            finding_type: "UnusualPort".into(),
-            id: format!("id-{i:04}"),
-            host: "winatp-gw-weu.microsoft.com".into(),
-            process: "x.exe".into(),
-            port: "8080".into(),
-            devices: "1".into(),
-            description: "d".into(),
-            names: Vec::new(),
+        let day = Day::parse("2026-11-20").unwrap();
+        let row = |i: usize| {
+            vec![
+                Cell::Day(day),
+                Cell::Text(format!("id-{i:04}")),
+                Cell::from("UnusualPort"),
+                Cell::from("Low"),
+                Cell::from("winatp-gw-weu.microsoft.com"),
+                Cell::from("x.exe"),
+                if i == 0 { Cell::from(r"c:\x\x.exe") } else { Cell::Null },
+                Cell::Int(8080),
+                Cell::Int(1),
+                if i == 0 { Cell::Json(json!(["dev <a>", 1, "dev-b"])) } else { Cell::Null },
+                Cell::Float(1.0),
+                Cell::from("d"),
+            ]
+        };
+        let of_day = |rows: &mut dyn Iterator<Item = usize>| {
+            let mut table = Table::new(tables::FINDINGS, SHOWN_FINDING_COLUMNS);
+            rows.for_each(|i| table.push(row(i)));
+            let batch = table.to_record_batch().unwrap();
+            Findings::of_day(&[Columns::of(SHOWN_FINDING_COLUMNS, &batch, false).unwrap()])
         };
         // a day of the rows ranked last, then a day of those ranked first
-        let mut findings = Findings::default();
-        findings.add((3..MAX_FINDING_ROWS + 3).rev().map(row));
-        findings.add((0..3).map(row));
+        let mut findings = of_day(&mut (3..MAX_FINDING_ROWS + 3).rev()).unwrap();
+        findings.merge(of_day(&mut (0..3)).unwrap());
+        let first = &findings.listed[0];
+        assert_eq!(
+            (first.day.as_str(), first.id.as_str(), first.process.as_str(), first.port.as_str(), &first.names[..]),
+            ("2026-11-20", "id-0000", r"x.exe (c:\x\x.exe)", "8080", &["dev <a>".to_string(), "dev-b".to_string()][..])
+        );
+        assert_eq!((findings.listed[1].process.as_str(), findings.listed[1].names.len()), ("x.exe", 0));
+        // a list of names that does not read fails the day, listed or not
+        let mut table = Table::new(tables::FINDINGS, SHOWN_FINDING_COLUMNS);
+        table.push(row(5));
+        let batch = table.to_record_batch().unwrap();
+        let names = SHOWN_FINDING_COLUMNS.iter().position(|(n, _)| *n == "DeviceNames").unwrap();
+        let mut arrays = batch.columns().to_vec();
+        arrays[names] = std::sync::Arc::new(arrow_array::StringArray::from(vec!["[\"dev-a\""]));
+        let broken = arrow_array::RecordBatch::try_new(batch.schema(), arrays).unwrap();
+        let error = Findings::of_day(&[Columns::of(SHOWN_FINDING_COLUMNS, &broken, false).unwrap()]).err().unwrap();
+        assert!(error.starts_with("column `DeviceNames` row 0: not JSON"), "{error}");
         let mut data = Data {
             days: Vec::new(),
             stored: BTreeSet::new(),

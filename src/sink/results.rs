@@ -7,13 +7,15 @@
 
 use std::sync::Arc;
 
+use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use super::store::Store;
+use super::table::read_type;
 use super::{ColumnType, Columns, SinkError, Table};
 use crate::time::Day;
 use arrow_array::RecordBatch;
@@ -87,18 +89,19 @@ impl Results {
 
     /// Writes a table as `<prefix><stem>.parquet` and `<prefix><stem>.jsonl`.
     pub fn write_at(&self, prefix: &str, stem: &str, table: &Table) -> Result<(), SinkError> {
-        self.put_at(prefix, stem, encode_parquet(table)?, table.to_jsonl())
+        self.put_at(prefix, stem, encode_parquet(table)?, Bytes::from(table.to_jsonl()))
     }
 
-    /// Writes a table encoded elsewhere (a chunk at a time) as [`Results::write_day`] writes it.
-    pub fn put_day(&self, name: &str, day: Day, parquet: Bytes, jsonl: String) -> Result<(), SinkError> {
+    /// Writes a table encoded elsewhere (a chunk at a time) as [`Results::write_day`] writes it;
+    /// `jsonl` is its JSON lines, written by a JSON writer (so UTF-8, not checked again).
+    pub fn put_day(&self, name: &str, day: Day, parquet: Bytes, jsonl: Bytes) -> Result<(), SinkError> {
         self.put_at(&day_prefix(name, day), PART, parquet, jsonl)
     }
 
-    fn put_at(&self, prefix: &str, stem: &str, parquet: Bytes, jsonl: String) -> Result<(), SinkError> {
+    fn put_at(&self, prefix: &str, stem: &str, parquet: Bytes, jsonl: Bytes) -> Result<(), SinkError> {
         let staging = self.staging.as_deref().unwrap_or("");
         self.store.put(&format!("{staging}{prefix}{stem}.parquet"), parquet)?;
-        self.store.put(&format!("{staging}{prefix}{stem}.jsonl"), Bytes::from(jsonl))?;
+        self.store.put(&format!("{staging}{prefix}{stem}.jsonl"), jsonl)?;
         Ok(())
     }
 
@@ -125,7 +128,7 @@ impl Results {
         day: Day,
         mut each: impl FnMut(Table),
     ) -> Result<bool, SinkError> {
-        self.read_day_raw(name, columns, day, |batch| {
+        self.read_day_raw(name, columns, day, false, |batch| {
             let mut rows = Table::new(name, columns);
             rows.extend_from_record_batch(&batch)?;
             each(rows);
@@ -134,18 +137,18 @@ impl Results {
     }
 
     /// [`Results::read_day_batches`] without building cells: each batch as the table's columns,
-    /// read in place (a day of the device table is tens of thousands of rows of ten strings).
+    /// read in place; with `dictionaries`, text as the file's dictionaries (a day of the device
+    /// table is tens of thousands of rows of ten strings, few of them distinct). What `each`
+    /// finds wrong with a batch fails the read as an undecodable file.
     pub fn read_day_columns(
         &self,
         name: &'static str,
         columns: &'static [(&'static str, ColumnType)],
         day: Day,
-        mut each: impl FnMut(&Columns),
+        dictionaries: bool,
+        mut each: impl FnMut(Columns) -> Result<(), String>,
     ) -> Result<bool, SinkError> {
-        self.read_day_raw(name, columns, day, |batch| {
-            each(&Columns::of(columns, &batch)?);
-            Ok(())
-        })
+        self.read_day_raw(name, columns, day, dictionaries, |batch| each(Columns::of(columns, &batch, dictionaries)?))
     }
 
     fn read_day_raw(
@@ -153,6 +156,7 @@ impl Results {
         name: &'static str,
         columns: &'static [(&'static str, ColumnType)],
         day: Day,
+        dictionaries: bool,
         each: impl FnMut(RecordBatch) -> Result<(), String>,
     ) -> Result<bool, SinkError> {
         let path = format!("{}{PART}.parquet", day_prefix(name, day));
@@ -171,7 +175,7 @@ impl Results {
                 bytes
             }
         };
-        decode_parquet(columns, bytes, each).map_err(|message| SinkError::Decode { path, message })?;
+        decode_parquet(columns, bytes, dictionaries, each).map_err(|message| SinkError::Decode { path, message })?;
         Ok(true)
     }
 
@@ -253,12 +257,34 @@ fn encode(table: &str, message: impl std::fmt::Display) -> SinkError {
     SinkError::Encode { table: table.to_string(), message: message.to_string() }
 }
 
+/// Decodes the asked `columns` of a Parquet file; with `dictionaries`, text columns as the
+/// file's dictionaries (see [`super::table::read_type`]) rather than a string per row.
 fn decode_parquet(
     columns: &'static [(&'static str, ColumnType)],
     bytes: Bytes,
+    dictionaries: bool,
     mut each: impl FnMut(RecordBatch) -> Result<(), String>,
 ) -> Result<(), String> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(|e| e.to_string())?;
+    if dictionaries {
+        let schema = builder.schema();
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|field| {
+                let text = columns.iter().any(|(name, ty)| *ty == ColumnType::Text && name == field.name());
+                match field.data_type() {
+                    DataType::Utf8 if text => field.as_ref().clone().with_data_type(read_type(ColumnType::Text, true)),
+                    _ => field.as_ref().clone(),
+                }
+            })
+            .collect();
+        let hint = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+        let metadata =
+            ArrowReaderMetadata::try_new(builder.metadata().clone(), ArrowReaderOptions::new().with_schema(hint))
+                .map_err(|e| e.to_string())?;
+        builder = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, metadata);
+    }
     // Only the columns asked for are decoded: a reader of a few columns (the report's findings)
     // leaves the large ones (Params, Series) compressed.
     let fields = builder.schema().fields();

@@ -8,7 +8,7 @@ use arrow_array::builder::{
     BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Date32Type, Float64Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::types::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde_json::{Map, Value};
@@ -333,19 +333,30 @@ impl Table {
 }
 
 /// A record batch read back as a table's columns: in the table's order and types (a column the
-/// batch lacks reads as nulls), values read in place rather than copied into cells.
+/// batch lacks reads as nulls), values read in place rather than copied into cells. Text
+/// columns can be held as dictionaries, as the results store's files encode them: a reader can
+/// work out what a distinct value means once, by its key, rather than again at every row.
 pub struct Columns {
     arrays: Vec<Option<ArrayRef>>,
     rows: usize,
 }
 
+/// The type a column is read back as into [`Columns`]: with `dictionaries`, text as a dictionary.
+pub fn read_type(ty: ColumnType, dictionaries: bool) -> DataType {
+    match ty {
+        ColumnType::Text if dictionaries => DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+        other => other.arrow(),
+    }
+}
+
 impl Columns {
-    pub fn of(columns: &[(&str, ColumnType)], batch: &RecordBatch) -> Result<Columns, String> {
+    /// `dictionaries`: text columns as dictionaries (see [`Columns::key`]).
+    pub fn of(columns: &[(&str, ColumnType)], batch: &RecordBatch, dictionaries: bool) -> Result<Columns, String> {
         let arrays = columns
             .iter()
             .map(|(name, ty)| {
                 let Some(array) = batch.column_by_name(name) else { return Ok(None) };
-                let want = ty.arrow();
+                let want = read_type(*ty, dictionaries);
                 if array.data_type() == &want {
                     Ok(Some(array.clone()))
                 } else {
@@ -364,17 +375,51 @@ impl Columns {
         self.arrays[column].as_ref().filter(|array| array.is_valid(row))
     }
 
-    /// A text column's value; "" for a null.
+    /// Whether a value is null (or its column absent).
+    pub fn is_null(&self, column: usize, row: usize) -> bool {
+        self.valid(column, row).is_none()
+    }
+
+    /// A text or JSON column's value; "" for a null.
     pub fn text(&self, column: usize, row: usize) -> &str {
-        self.valid(column, row).and_then(|a| a.as_string_opt::<i32>()).map_or("", |a| a.value(row))
+        match self.valid(column, row).and_then(|array| array.as_string_opt::<i32>()) {
+            Some(strings) => strings.value(row),
+            None => self.key(column, row).map_or("", |key| self.value(column, key)),
+        }
+    }
+
+    /// The dictionary key of a text column's value read as a dictionary; `None` for a null.
+    pub fn key(&self, column: usize, row: usize) -> Option<usize> {
+        let keys = self.valid(column, row)?.as_dictionary_opt::<Int32Type>()?.keys();
+        usize::try_from(keys.value(row)).ok()
+    }
+
+    /// The values a text column's keys stand for: the same array (`Arc::ptr_eq`) in each batch
+    /// of a file whose column has one dictionary.
+    pub fn dictionary(&self, column: usize) -> Option<&ArrayRef> {
+        Some(self.arrays[column].as_ref()?.as_dictionary_opt::<Int32Type>()?.values())
+    }
+
+    /// The text of a dictionary key of a text column.
+    pub fn value(&self, column: usize, key: usize) -> &str {
+        let values = self.dictionary(column).and_then(|values| values.as_string_opt::<i32>());
+        values.filter(|values| key < values.len()).map_or("", |values| values.value(key))
     }
 
     pub fn int(&self, column: usize, row: usize) -> Option<i64> {
         Some(self.valid(column, row)?.as_primitive_opt::<Int64Type>()?.value(row))
     }
 
+    pub fn float(&self, column: usize, row: usize) -> Option<f64> {
+        Some(self.valid(column, row)?.as_primitive_opt::<Float64Type>()?.value(row))
+    }
+
     pub fn bool(&self, column: usize, row: usize) -> Option<bool> {
         Some(self.valid(column, row)?.as_boolean_opt()?.value(row))
+    }
+
+    pub fn day(&self, column: usize, row: usize) -> Option<Day> {
+        Some(Day(self.valid(column, row)?.as_primitive_opt::<Date32Type>()?.value(row)))
     }
 }
 
@@ -432,11 +477,17 @@ mod tests {
             ("Listed", Arc::new(BooleanArray::from(vec![Some(false), None])) as ArrayRef),
         ])
         .unwrap();
-        let columns = Columns::of(COLUMNS, &batch).unwrap();
+        let columns = Columns::of(COLUMNS, &batch, true).unwrap();
         assert_eq!(columns.rows(), 2);
         assert_eq!((columns.text(0, 0), columns.int(1, 0), columns.bool(2, 0)), ("a", Some(443), Some(false)));
         assert_eq!((columns.text(0, 1), columns.int(1, 1), columns.bool(2, 1)), ("", None, None));
         assert_eq!((columns.text(3, 0), columns.int(3, 0)), ("", None));
+        // text by dictionary key, a null without one
+        let key = columns.key(0, 0).unwrap();
+        assert_eq!((columns.value(0, key), columns.key(0, 1), columns.key(3, 0)), ("a", None, None));
+        assert!(columns.dictionary(0).is_some() && columns.dictionary(1).is_none());
+        let plain = Columns::of(COLUMNS, &batch, false).unwrap();
+        assert_eq!((plain.text(0, 0), plain.text(0, 1), plain.key(0, 0)), ("a", "", None));
         let mut cells = Table::new("t", COLUMNS);
         cells.extend_from_record_batch(&batch).unwrap();
         assert_eq!(cells.rows[0], [Cell::from("a"), Cell::Int(443), Cell::Bool(false), Cell::Null]);

@@ -293,17 +293,35 @@ pub fn device_hosts_chunks<E>(
     mut each: impl FnMut(RecordBatch) -> Result<(), E>,
 ) -> Result<(), E> {
     const CHUNK_ROWS: usize = 8192;
-    use crate::hunt::aggregate::{identity_fields, spelling};
+    use crate::hunt::aggregate::{identity_fields, spelling, ActivityAgg};
     struct Identity<'p> {
         fields: [&'p str; 5],
         allowed: Option<String>,
         listed: bool,
+        rank: u32,
+    }
+    struct Device<'p> {
+        id: &'p str,
+        name: &'p str,
+        rank: u32,
+    }
+    struct Row<'a, 'p> {
+        device: &'a Device<'p>,
+        identity: &'a Identity<'p>,
+        port: Option<i32>,
+        spelled: u8,
+        excluded: Option<u32>,
+        agg: &'p ActivityAgg,
     }
     let activity: Option<&DayActivity> = partial.activity.get(&day);
     let mut identities: rustc_hash::FxHashMap<u32, Identity<'_>> = rustc_hash::FxHashMap::default();
-    let mut devices: rustc_hash::FxHashMap<u32, u32> = rustc_hash::FxHashMap::default();
+    let mut devices: rustc_hash::FxHashMap<u32, Device<'_>> = rustc_hash::FxHashMap::default();
     for &(device, identity, ..) in activity.into_iter().flat_map(|a| a.keys()) {
-        devices.entry(device).or_insert(0);
+        devices.entry(device).or_insert_with(|| Device {
+            id: partial.devices.name(device),
+            name: partial.device_names.get(&(day, device)).map_or("", |n| n.as_ref()),
+            rank: 0,
+        });
         identities.entry(identity).or_insert_with(|| {
             let fields = identity_fields(partial.identities.name(identity));
             let [host, file, folder, _, _] = fields;
@@ -312,6 +330,7 @@ pub fn device_hosts_chunks<E>(
                 allowed: expected_by(&settings.expected, file, folder, host)
                     .map(|e| format!("allow-list:{}", e.file_name)),
                 listed: settings.hosts.classify(Some(host)).host.is_some(),
+                rank: 0,
             }
         });
     }
@@ -319,58 +338,82 @@ pub fn device_hosts_chunks<E>(
     // is ranked once by its text, and the rows are sorted by the ranks, integers, rather than by
     // comparing the same strings again at every step of the sort. Interned texts are unique, so
     // a rank stands for its text.
-    let mut ranked: Vec<u32> = devices.keys().copied().collect();
-    ranked.sort_unstable_by_key(|&device| partial.devices.name(device));
-    for (rank, device) in ranked.iter().enumerate() {
-        devices.insert(*device, rank as u32);
+    let mut ranked: Vec<&mut Device<'_>> = devices.values_mut().collect();
+    ranked.sort_unstable_by_key(|device| device.id);
+    for (rank, device) in ranked.into_iter().enumerate() {
+        device.rank = rank as u32;
     }
-    let mut ranked: Vec<u32> = identities.keys().copied().collect();
-    ranked.sort_unstable_by_key(|identity| identities[identity].fields);
-    let identity_rank: rustc_hash::FxHashMap<u32, u32> =
-        ranked.iter().enumerate().map(|(rank, identity)| (*identity, rank as u32)).collect();
-    let mut rows: Vec<_> = activity
+    let mut ranked: Vec<&mut Identity<'_>> = identities.values_mut().collect();
+    ranked.sort_unstable_by_key(|identity| identity.fields);
+    for (rank, identity) in ranked.into_iter().enumerate() {
+        identity.rank = rank as u32;
+    }
+    let rows: Vec<Row<'_, '_>> = activity
         .into_iter()
         .flatten()
-        .map(|(&(device, identity, port, spelled, excluded), agg)| {
-            ((devices[&device], identity_rank[&identity], port, spelled, excluded), device, identity, agg)
+        .map(|(&(device, identity, port, spelled, excluded), agg)| Row {
+            device: &devices[&device],
+            identity: &identities[&identity],
+            port,
+            spelled,
+            excluded,
+            agg,
         })
         .collect();
-    // The keys are unique (a day's activity key maps one to one onto them), so an unstable sort
-    // gives the one order a stable sort would, without its buffer.
-    rows.sort_unstable_by_key(|row| row.0);
+    // A device has a handful of rows: they are bucketed by its rank, and each bucket sorted by
+    // the rest of the key. The keys are unique (a day's activity key maps one to one onto
+    // them), so unstable sorts give the one order a stable sort would, without its buffer.
+    let mut starts = vec![0usize; devices.len() + 1];
+    for row in &rows {
+        starts[row.device.rank as usize + 1] += 1;
+    }
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    let mut order = vec![0usize; rows.len()];
+    let mut next = starts.clone();
+    for (i, row) in rows.iter().enumerate() {
+        let at = &mut next[row.device.rank as usize];
+        order[*at] = i;
+        *at += 1;
+    }
+    for bucket in starts.windows(2) {
+        order[bucket[0]..bucket[1]].sort_unstable_by_key(|&i| {
+            let row = &rows[i];
+            (row.identity.rank, row.port, row.spelled, row.excluded)
+        });
+    }
+    // The same few tags on every row: each written once.
+    let exclusions: Vec<String> = settings.exclusions.iter().map(|rule| format!("exclusion:{}", rule.name)).collect();
+    let mut spellings: rustc_hash::FxHashMap<u8, String> = rustc_hash::FxHashMap::default();
     let schema = Table::new(DEVICE_HOSTS, DEVICE_HOSTS_COLUMNS).schema();
-    for chunk in rows.chunks(CHUNK_ROWS) {
-        let text = || StringBuilder::with_capacity(chunk.len(), chunk.len() * 16);
+    for chunk in order.chunks(CHUNK_ROWS) {
+        let text = |width: usize| StringBuilder::with_capacity(chunk.len(), chunk.len() * width);
         let int = || Int64Builder::with_capacity(chunk.len());
-        let (mut device_ids, mut device_names, mut hosts) = (text(), text(), text());
+        let (mut device_ids, mut device_names, mut hosts) = (text(40), text(32), text(32));
         let mut listed = BooleanBuilder::with_capacity(chunk.len());
         let mut ports = int();
-        let (mut files, mut folders, mut sha1s, mut companies) = (text(), text(), text(), text());
-        let (mut expected, mut spellings) = (text(), text());
+        let (mut files, mut folders, mut sha1s, mut companies) = (text(16), text(64), text(40), text(24));
+        let (mut expected, mut spelled_as) = (text(24), text(8));
         let (mut events, mut failed) = (int(), int());
-        for &((_, _, port, spelled, excluded), device, identity, agg) in chunk {
-            let id = &identities[&identity];
+        for row in chunk.iter().map(|&i| &rows[i]) {
+            let id = row.identity;
             let [host, file, folder, sha1, company] = id.fields;
-            device_ids.append_value(partial.devices.name(device));
-            device_names.append_value(partial.device_names.get(&(day, device)).map_or("", |n| n.as_ref()));
+            device_ids.append_value(row.device.id);
+            device_names.append_value(row.device.name);
             hosts.append_value(host);
             listed.append_value(id.listed);
-            ports.append_option(port.map(i64::from));
+            ports.append_option(row.port.map(i64::from));
             files.append_value(file);
             folders.append_value(folder);
             sha1s.append_value(sha1);
             companies.append_value(company);
-            match (&id.allowed, excluded) {
-                (Some(allowed), _) => expected.append_value(allowed),
-                (None, Some(rule)) => {
-                    expected.append_value(format!("exclusion:{}", settings.exclusions[rule as usize].name))
-                }
-                (None, None) => expected.append_value(""),
-            }
-            spellings.append_value(spelling::name(spelled));
+            let excluded = row.excluded.and_then(|rule| exclusions.get(rule as usize));
+            expected.append_value(id.allowed.as_deref().or(excluded.map(String::as_str)).unwrap_or(""));
+            spelled_as.append_value(spellings.entry(row.spelled).or_insert_with(|| spelling::name(row.spelled)));
             // as `Cell::from(u64)` stores counts
-            events.append_value(i64::try_from(agg.events).unwrap_or(i64::MAX));
-            failed.append_value(i64::try_from(agg.failed).unwrap_or(i64::MAX));
+            events.append_value(i64::try_from(row.agg.events).unwrap_or(i64::MAX));
+            failed.append_value(i64::try_from(row.agg.failed).unwrap_or(i64::MAX));
         }
         let columns: Vec<ArrayRef> = vec![
             Arc::new(Date32Array::from(vec![day.0; chunk.len()])),
@@ -384,7 +427,7 @@ pub fn device_hosts_chunks<E>(
             Arc::new(sha1s.finish()),
             Arc::new(companies.finish()),
             Arc::new(expected.finish()),
-            Arc::new(spellings.finish()),
+            Arc::new(spelled_as.finish()),
             Arc::new(events.finish()),
             Arc::new(failed.finish()),
         ];
@@ -395,11 +438,11 @@ pub fn device_hosts_chunks<E>(
     Ok(())
 }
 
-/// The findings of one day, in the detectors' order.
-pub fn findings(findings: &[crate::detect::Finding], run_ids: &[String], max_listed: usize) -> Table {
+/// The findings of one day, in the detectors' order; `ids` are their [`crate::detect::Finding::id`]s.
+pub fn findings(findings: &[crate::detect::Finding], ids: &[String], run_ids: &[&str], max_listed: usize) -> Table {
     let mut table = Table::new(FINDINGS, FINDINGS_COLUMNS);
-    for (finding, run_id) in findings.iter().zip(run_ids) {
-        table.push(finding.to_row(run_id, max_listed));
+    for ((finding, id), run_id) in findings.iter().zip(ids).zip(run_ids) {
+        table.push(finding.to_row(id, run_id, max_listed));
     }
     table
 }
