@@ -146,12 +146,14 @@ impl Findings {
         }
         let mut findings = Findings::default();
         let mut ranked = Vec::new();
+        // the file's row number of each batch's first row, for errors
+        let mut first_row = 0;
         for (b, batch) in batches.iter().enumerate() {
             for row in 0..batch.rows() {
                 // Every row's names must read, as when each row was parsed whole.
                 if !batch.is_null(device_names, row) {
                     serde_json::from_str::<serde::de::IgnoredAny>(batch.text(device_names, row))
-                        .map_err(|e| format!("column `DeviceNames` row {row}: not JSON: {e}"))?;
+                        .map_err(|e| format!("column `DeviceNames` row {}: not JSON: {e}", first_row + row))?;
                 }
                 let d = batch.day(day, row);
                 let day_text = days.iter().find(|(seen, _)| *seen == d).map_or("", |(_, text)| text.as_str());
@@ -165,6 +167,7 @@ impl Findings {
                 findings.count(rank.day, rank.severity);
                 ranked.push((rank, b, row));
             }
+            first_row += batch.rows();
         }
         let mut first = Vec::new();
         super::summary::keep_first(&mut first, ranked, MAX_FINDING_ROWS, |a, b| rank_order(&a.0, &b.0));
@@ -336,21 +339,34 @@ fn load(results: &Results) -> Result<Data, SinkError> {
     Ok(Data { days, stored, series, findings, latest, hosts, processes, run: latest_run(results)? })
 }
 
-/// The run record with the greatest RunId (RunIds sort by start time).
+/// The run record that started last. RunIds sort by their start to the second only (a backfill
+/// runs several days a second, each with a random suffix), so the records of the latest second
+/// are read and told apart by their `StartedAt`, which has microseconds.
 fn latest_run(results: &Results) -> Result<Option<Map<String, Value>>, SinkError> {
     let prefix = format!("{}/", tables::RUNS);
-    let Some(path) = results.store.list(&prefix)?.into_iter().filter(|p| p.ends_with(".jsonl")).max_by(|a, b| {
-        let name = |p: &str| p.rsplit('/').next().unwrap_or("").to_string();
-        name(a).cmp(&name(b))
-    }) else {
-        return Ok(None);
+    let name = |p: &str| p.rsplit('/').next().unwrap_or("").to_string();
+    // `run-20261203T195110Z-3f9a1c.jsonl` → `run-20261203T195110Z`
+    let second = |p: &str| {
+        let name = name(p);
+        name.rsplit_once('-').map_or(name.clone(), |(start, _)| start.to_string())
     };
-    let Some(bytes) = results.store.get(&path)? else { return Ok(None) };
-    let text = String::from_utf8_lossy(&bytes);
-    Ok(text.lines().next().and_then(|line| serde_json::from_str::<Value>(line).ok()).and_then(|v| match v {
-        Value::Object(map) => Some(map),
-        _ => None,
-    }))
+    let paths: Vec<String> = results.store.list(&prefix)?.into_iter().filter(|p| p.ends_with(".jsonl")).collect();
+    let Some(last_second) = paths.iter().map(|p| second(p)).max() else { return Ok(None) };
+    let mut latest: Option<(String, String, Map<String, Value>)> = None;
+    for path in paths.iter().filter(|p| second(p) == last_second) {
+        let Some(bytes) = results.store.get(path)? else { continue };
+        let text = String::from_utf8_lossy(&bytes);
+        let Some(Value::Object(record)) = text.lines().next().and_then(|line| serde_json::from_str::<Value>(line).ok())
+        else {
+            continue;
+        };
+        let started = record.get("StartedAt").and_then(Value::as_str).unwrap_or("").to_string();
+        let key = (started, name(path));
+        if latest.as_ref().is_none_or(|(s, n, _)| key > (s.clone(), n.clone())) {
+            latest = Some((key.0, key.1, record));
+        }
+    }
+    Ok(latest.map(|(_, _, record)| record))
 }
 
 const PALETTE: [&str; 10] =
@@ -769,6 +785,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_latest_run_is_the_one_that_started_last_even_within_one_second() {
+        use crate::sink::local::LocalDir;
+        let dir = tempfile::tempdir().unwrap();
+        let results = Results::new(std::sync::Arc::new(LocalDir::new(dir.path())));
+        let put = |run_id: &str, started: &str| {
+            let record = serde_json::json!({"RunId": run_id, "StartedAt": started});
+            let path = format!("{}/day=2026-11-30/run-{run_id}.jsonl", tables::RUNS);
+            results.store.put(&path, Bytes::from(format!("{record}\n"))).unwrap();
+        };
+        // The same second: the greater suffix started first.
+        put("20261130T101500Z-ffffff", "2026-11-30T10:15:00.100000Z");
+        put("20261130T101500Z-000001", "2026-11-30T10:15:00.900000Z");
+        put("20261130T101459Z-aaaaaa", "2026-11-30T10:14:59.999999Z");
+        let run = latest_run(&results).unwrap().unwrap();
+        assert_eq!(run["RunId"], "20261130T101500Z-000001");
+
+        put("20261130T101501Z-000000", "2026-11-30T10:15:01.000000Z");
+        assert_eq!(latest_run(&results).unwrap().unwrap()["RunId"], "20261130T101501Z-000000");
+    }
+
+    #[test]
     fn the_shown_finding_columns_are_findings_columns() {
         for column in SHOWN_FINDING_COLUMNS {
             assert!(tables::FINDINGS_COLUMNS.contains(column), "{column:?}");
@@ -819,6 +856,10 @@ mod tests {
         let broken = arrow_array::RecordBatch::try_new(batch.schema(), arrays).unwrap();
         let error = Findings::of_day(&[Columns::of(SHOWN_FINDING_COLUMNS, &broken, false).unwrap()]).err().unwrap();
         assert!(error.starts_with("column `DeviceNames` row 0: not JSON"), "{error}");
+        // in a later batch of the day's file, the row is counted from the file's first
+        let batches = [&batch, &batch, &broken].map(|b| Columns::of(SHOWN_FINDING_COLUMNS, b, false).unwrap());
+        let error = Findings::of_day(&batches).err().unwrap();
+        assert!(error.starts_with("column `DeviceNames` row 2: not JSON"), "{error}");
         let mut data = Data {
             days: Vec::new(),
             stored: BTreeSet::new(),

@@ -128,9 +128,11 @@ impl Results {
         day: Day,
         mut each: impl FnMut(Table),
     ) -> Result<bool, SinkError> {
+        let mut first_row = 0;
         self.read_day_raw(name, columns, day, false, |batch| {
             let mut rows = Table::new(name, columns);
-            rows.extend_from_record_batch(&batch)?;
+            rows.extend_from_record_batch_at(&batch, first_row)?;
+            first_row += batch.num_rows();
             each(rows);
             Ok(())
         })
@@ -360,5 +362,26 @@ mod tests {
         const WIDER: &[(&str, ColumnType)] = &[("Name", ColumnType::Text), ("New", ColumnType::Int)];
         let wider = results.read_day("T", WIDER, day).unwrap().unwrap();
         assert_eq!(wider.rows, vec![vec![Cell::from("a"), Cell::Null], vec![Cell::Null, Cell::Null]]);
+    }
+
+    #[test]
+    fn a_stored_json_cell_that_does_not_read_is_named_by_its_row_in_the_file() {
+        const JSON: &[(&str, ColumnType)] = &[("Extra", ColumnType::Json)];
+        let dir = tempfile::tempdir().unwrap();
+        let results = Results::new(Arc::new(LocalDir::new(dir.path())));
+        let day = Day::parse("2026-11-02").unwrap();
+        // more rows than one read batch holds, the broken one past the first batch
+        let texts: Vec<String> =
+            (0..3000).map(|i| if i == 2500 { "[\"dev".into() } else { format!("[{i}]") }).collect();
+        let schema = Table::new("T", JSON).schema();
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(arrow_array::StringArray::from(texts))]).unwrap();
+        let mut bytes = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut bytes, schema, None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        results.put_day_parquet("T", day, Bytes::from(bytes)).unwrap();
+        let error = results.read_day("T", JSON, day).unwrap_err().to_string();
+        assert!(error.contains("column `Extra` row 2500: not JSON"), "{error}");
     }
 }

@@ -259,6 +259,12 @@ impl Table {
     /// Appends the rows of a batch written by [`Table::to_record_batch`], matching columns by
     /// name; a column the batch lacks is null in every row.
     pub fn extend_from_record_batch(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        self.extend_from_record_batch_at(batch, 0)
+    }
+
+    /// [`Table::extend_from_record_batch`] for a batch whose first row is row `first_row` of its
+    /// file, so that an error names the file's row.
+    pub fn extend_from_record_batch_at(&mut self, batch: &RecordBatch, first_row: usize) -> Result<(), String> {
         let mut cells: Vec<Vec<Cell>> = Vec::with_capacity(self.columns.len());
         for (name, ty) in self.columns {
             let Some(array) = batch.column_by_name(name) else {
@@ -279,7 +285,7 @@ impl Table {
                     ColumnType::Text => Cell::Text(array.as_string::<i32>().value(row).to_string()),
                     ColumnType::Json => Cell::Json(
                         serde_json::from_str(array.as_string::<i32>().value(row))
-                            .map_err(|e| format!("column `{name}` row {row}: not JSON: {e}"))?,
+                            .map_err(|e| format!("column `{name}` row {}: not JSON: {e}", first_row + row))?,
                     ),
                     ColumnType::Int => Cell::Int(array.as_primitive::<Int64Type>().value(row)),
                     ColumnType::Float => Cell::Float(array.as_primitive::<Float64Type>().value(row)),
