@@ -194,10 +194,11 @@ pub const PORT_REJECTED: &str = "type: RemotePort";
 
 /// Drops the rows whose `RemotePort` holds something that is not a port — negative, above
 /// 65535, NaN, fractional, or text that is not a number — from every column and from `micros`,
-/// and returns those values for the reject samples. A null port is a missing port, kept. Without
+/// and returns those values for the reject samples, each with its row's time (its day counted
+/// the row, which is now a reject instead). A null port is a missing port, kept. Without
 /// this, converting to the canonical Int32 would keep -1 and 70000 as ports and turn NaN into a
 /// silent null.
-pub fn drop_bad_ports(named: &mut [(&str, ArrayRef)], micros: &mut Vec<i64>) -> Result<Vec<String>, String> {
+pub fn drop_bad_ports(named: &mut [(&str, ArrayRef)], micros: &mut Vec<i64>) -> Result<Vec<(String, i64)>, String> {
     let Some(at) = named.iter().position(|(n, _)| *n == schema::REMOTE_PORT) else { return Ok(Vec::new()) };
     let cast = |array: &ArrayRef, to: &DataType| {
         arrow_cast::cast(array, to).map_err(|e| format!("column `{}` cannot be read: {e}", schema::REMOTE_PORT))
@@ -234,9 +235,10 @@ pub fn drop_bad_ports(named: &mut [(&str, ArrayRef)], micros: &mut Vec<i64>) -> 
     for (_, array) in named.iter_mut() {
         *array = arrow_select::filter::filter(array.as_ref(), &keep).map_err(|e| e.to_string())?;
     }
-    let mut verdicts = bad.iter();
-    micros.retain(|_| verdicts.next().is_some_and(Option::is_none));
-    Ok(bad.into_iter().flatten().collect())
+    let dropped = bad.into_iter().zip(micros.iter()).filter_map(|(port, &at)| port.map(|p| (p, at))).collect();
+    let mut verdicts = keep.iter();
+    micros.retain(|_| verdicts.next().flatten().unwrap_or(false));
+    Ok(dropped)
 }
 
 /// Converts the columns a reader produced (any names, any string encodings) into a canonical

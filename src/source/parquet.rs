@@ -730,7 +730,15 @@ impl ParquetUnit {
     ) -> Result<(), SourceError> {
         let path = &self.path;
         let ports = super::canonical::drop_bad_ports(&mut named, &mut micros).map_err(|m| parquet_error(path, m))?;
-        for port in ports {
+        for (port, at) in ports {
+            // counted in its day when its time was read; a reject instead
+            let day = crate::time::Day::of_micros(at);
+            if let Some(rows) = stats.rows_per_day.get_mut(&day) {
+                *rows -= 1;
+                if *rows == 0 {
+                    stats.rows_per_day.remove(&day);
+                }
+            }
             let sample =
                 || format!("{} row group {}: RemotePort {port} is not a port", path.display(), self.row_groups[0]);
             stats.rejects.add(super::canonical::PORT_REJECTED, sample, options.reject_samples);
@@ -1287,6 +1295,9 @@ mod tests {
                 let concat = concat_canonical;
                 assert_eq!(concat(&paged), concat(&filtered), "{name}");
                 assert_eq!(paged_stats, filtered_stats, "{name}");
+                let s = &paged_stats;
+                let accounted = s.rows_per_day.values().sum::<u64>() + s.rows_outside_window + s.rejects.total();
+                assert_eq!(s.rows_scanned, accounted, "{name}: each row in a day, outside the window or rejected");
                 kept += concat(&paged).num_rows();
                 keyed |= paged
                     .iter()
