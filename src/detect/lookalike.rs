@@ -114,7 +114,7 @@ fn lookalike_hosts(ctx: &Context<'_>) -> Vec<Finding> {
             baseline: Some(baseline),
             score: Some(devices.len() as f64),
             params: params.into(),
-            series: Some(series.into()),
+            series: Some(series),
             description,
             tactics: vec!["CommandAndControl", "Exfiltration"],
             techniques: vec!["T1071.001", "T1583.001"],
