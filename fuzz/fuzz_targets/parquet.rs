@@ -4,4 +4,6 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| telemetry_hunt_fuzz::drivers::parquet(data));
+fuzz_target!(init: telemetry_hunt_fuzz::panic_in_the_parquet_crate_is_an_error(), |data: &[u8]| {
+    telemetry_hunt_fuzz::drivers::parquet(data)
+});

@@ -73,7 +73,13 @@ pub fn split_page(page: Page, nullable: bool, rows_left: &mut usize) -> Result<P
             if !matches!(encoding, Encoding::PLAIN | Encoding::PLAIN_DICTIONARY) {
                 return Err(format!("a dictionary page in {encoding} is not supported"));
             }
-            Parts::Dictionary { buf, values: num_values as usize }
+            // Every value read here (text, bytes, INT32, INT64) takes at least a byte; the
+            // readers size their tables by the claim.
+            let values = num_values as usize;
+            if values > buf.len() {
+                return Err(dictionary_claim(values, buf.len()));
+            }
+            Parts::Dictionary { buf, values }
         }
         Page::DataPage { buf, num_values, encoding, def_level_encoding, .. } => {
             let rows = claim(num_values as usize)?;
@@ -112,6 +118,43 @@ pub fn split_page(page: Page, nullable: bool, rows_left: &mut usize) -> Result<P
             Parts::Data { buf, rows, levels, values_at, encoding }
         }
     })
+}
+
+fn dictionary_claim(values: usize, bytes: usize) -> String {
+    format!("a dictionary page claims {values} values in {bytes} bytes")
+}
+
+/// Fails when the dictionary page of a column chunk claims more values than its bytes can hold.
+/// The parquet crate sizes a dictionary by its page's claim before decoding it: a 12 KB file
+/// whose page claimed 1.2 billion INT64 values made it ask for 9.5 GB. Every chunk the arrow
+/// reader is to read is checked first; the dictionary page is decompressed once more for it
+/// (one page per chunk, at most a megabyte or so as writers cut them).
+pub fn check_dictionary_page<R: ChunkReader + 'static>(
+    reader: Arc<R>,
+    descr: &ColumnDescriptor,
+    chunk: &ColumnChunkMetaData,
+    rows: usize,
+) -> Result<(), String> {
+    let mut pages = SerializedPageReader::new(reader, chunk, rows, None).map_err(|e| e.to_string())?;
+    if !pages.peek_next_page().map_err(|e| e.to_string())?.is_some_and(|page| page.is_dict) {
+        return Ok(());
+    }
+    let Some(Page::DictionaryPage { buf, num_values, .. }) = pages.get_next_page().map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    // the least a plain value of the type takes
+    let least = match descr.physical_type() {
+        PhysicalType::BOOLEAN => 0,
+        PhysicalType::INT32 | PhysicalType::FLOAT | PhysicalType::BYTE_ARRAY => 4,
+        PhysicalType::INT64 | PhysicalType::DOUBLE => 8,
+        PhysicalType::INT96 => 12,
+        PhysicalType::FIXED_LEN_BYTE_ARRAY => descr.type_length().max(1) as usize,
+    };
+    let values = num_values as usize;
+    if values.saturating_mul(least) > buf.len() {
+        return Err(format!("column `{}`: {}", descr.name(), dictionary_claim(values, buf.len())));
+    }
+    Ok(())
 }
 
 /// What a column's values are read as.
@@ -713,6 +756,19 @@ pub fn validate_plain_utf8(values: &[u8], count: usize) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dictionary_page_claiming_more_values_than_its_bytes_is_refused() {
+        let page = |values: u32| Page::DictionaryPage {
+            buf: Bytes::from(vec![0u8; 8]),
+            num_values: values,
+            encoding: Encoding::PLAIN,
+            is_sorted: false,
+        };
+        let error = split_page(page(1_191_182_335), false, &mut 10).err().unwrap();
+        assert_eq!(error, "a dictionary page claims 1191182335 values in 8 bytes");
+        assert!(matches!(split_page(page(2), false, &mut 10), Ok(Parts::Dictionary { values: 2, .. })));
+    }
 
     #[test]
     fn hybrid_runs_decode_at_every_width() {

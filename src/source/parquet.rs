@@ -604,13 +604,49 @@ impl ParquetUnit {
         // The parquet crate panics on some corrupt pages (definition levels that overrun their
         // buffer, found by fuzzing): the file fails with its name, like any unreadable input.
         let scanned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match self.paged_plan(options) {
-            Some(plan) => self.scan_paged(chunks, options, sink, plan),
-            None => self.scan_filtered(chunks, options, sink, true),
+            Some(plan) => {
+                // the arrow reader reads only the time column here
+                self.check_dictionary_pages(&chunks, |root| root == plan.time_root)?;
+                self.scan_paged(chunks, options, sink, plan)
+            }
+            None => {
+                let Projection { filter_columns, output_columns } = self.projection(options);
+                self.check_dictionary_pages(&chunks, |root| {
+                    filter_columns.contains(&root) || output_columns.contains(&root)
+                })?;
+                self.scan_filtered(chunks, options, sink, true)
+            }
         }));
         scanned.unwrap_or_else(|panic| {
             let message = super::panic_message(panic.as_ref());
             Err(parquet_error(&self.path, format!("the reader failed on this file: {message}")))
         })
+    }
+
+    /// The column chunks the arrow reader is to read (those under the roots `read` picks),
+    /// checked for a dictionary page that claims more values than it holds (see
+    /// [`pages::check_dictionary_page`]) before the reader sees them; the page reader checks its
+    /// own as it reads them.
+    fn check_dictionary_pages(&self, chunks: &ColumnChunks, read: impl Fn(usize) -> bool) -> Result<(), SourceError> {
+        let parquet_meta = self.metadata.metadata();
+        let schema_descr = parquet_meta.file_metadata().schema_descr();
+        let reader = Arc::new(chunks.clone());
+        for &group in &self.row_groups {
+            let row_group = parquet_meta.row_group(group);
+            let rows = row_group.num_rows().max(0) as usize;
+            for leaf in 0..schema_descr.num_columns() {
+                if read(schema_descr.get_column_root_idx(leaf)) {
+                    pages::check_dictionary_page(
+                        reader.clone(),
+                        &schema_descr.column(leaf),
+                        row_group.column(leaf),
+                        rows,
+                    )
+                    .map_err(|m| parquet_error(&self.path, format!("row group {group}: {m}")))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The columns of a unit that [`UrlPages`] and [`ColumnCursor`] can read, when all of
