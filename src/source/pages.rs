@@ -127,8 +127,10 @@ fn dictionary_claim(values: usize, bytes: usize) -> String {
 /// Fails when the dictionary page of a column chunk claims more values than its bytes can hold.
 /// The parquet crate sizes a dictionary by its page's claim before decoding it: a 12 KB file
 /// whose page claimed 1.2 billion INT64 values made it ask for 9.5 GB. Every chunk the arrow
-/// reader is to read is checked first; the dictionary page is decompressed once more for it
-/// (one page per chunk, at most a megabyte or so as writers cut them).
+/// reader is to read is checked first: its first page is decompressed once more for it (a
+/// megabyte or so as writers cut them). Not through `peek_next_page`, which steps over a page
+/// of an unknown type by its header alone and so reads the page's bytes as headers, one after
+/// another (a 7 KB file kept it busy for seconds).
 pub fn check_dictionary_page<R: ChunkReader + 'static>(
     reader: Arc<R>,
     descr: &ColumnDescriptor,
@@ -136,9 +138,6 @@ pub fn check_dictionary_page<R: ChunkReader + 'static>(
     rows: usize,
 ) -> Result<(), String> {
     let mut pages = SerializedPageReader::new(reader, chunk, rows, None).map_err(|e| e.to_string())?;
-    if !pages.peek_next_page().map_err(|e| e.to_string())?.is_some_and(|page| page.is_dict) {
-        return Ok(());
-    }
     let Some(Page::DictionaryPage { buf, num_values, .. }) = pages.get_next_page().map_err(|e| e.to_string())? else {
         return Ok(());
     };

@@ -437,17 +437,37 @@ fn read_at(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<usize
 }
 
 /// What [`ColumnChunks`] hands the page reader for a page header.
-pub enum ChunkRead {
+pub struct ChunkRead {
+    source: ChunkReadSource,
+    /// Whether a read already found the end.
+    ended: bool,
+}
+
+enum ChunkReadSource {
     Fetched(bytes::buf::Reader<Bytes>),
     Local(std::io::BufReader<PositionedRead>),
 }
 
 impl std::io::Read for ChunkRead {
+    /// The end is told once; asked again, it is an error. The parquet crate skips an unknown
+    /// field of a page header by copying its claimed length to nowhere and does not check that
+    /// it got there, so a header claiming a list of two billion 8-byte values at the end of its
+    /// chunk was "skipped" one empty copy at a time, for seconds (found by fuzzing: 7 KB files).
     fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            ChunkRead::Fetched(reader) => reader.read(buffer),
-            ChunkRead::Local(reader) => reader.read(buffer),
+        let read = match &mut self.source {
+            ChunkReadSource::Fetched(reader) => reader.read(buffer)?,
+            ChunkReadSource::Local(reader) => reader.read(buffer)?,
+        };
+        if read == 0 && !buffer.is_empty() {
+            if self.ended {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "a page header runs past the end of its column chunk",
+                ));
+            }
+            self.ended = true;
         }
+        Ok(read)
     }
 }
 
@@ -462,15 +482,16 @@ impl parquet::file::reader::ChunkReader for ColumnChunks {
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
         use bytes::Buf;
-        Ok(match &self.source {
-            ChunkSource::Fetched(_) => ChunkRead::Fetched(self.slice(start, None)?.reader()),
+        let source = match &self.source {
+            ChunkSource::Fetched(_) => ChunkReadSource::Fetched(self.slice(start, None)?.reader()),
             // Only page headers are read this way (the pages themselves through `get_bytes`):
             // a small buffer holds one whole, usually.
-            ChunkSource::Local(file) => ChunkRead::Local(std::io::BufReader::with_capacity(
+            ChunkSource::Local(file) => ChunkReadSource::Local(std::io::BufReader::with_capacity(
                 1024,
                 PositionedRead { file: file.clone(), position: start },
             )),
-        })
+        };
+        Ok(ChunkRead { source, ended: false })
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
