@@ -68,9 +68,14 @@ pub fn host(data: &[u8]) {
     if let Some(host) = normalized_host(url) {
         assert_eq!(normalized_host(&host).as_deref(), Some(host.as_ref()), "idempotent");
     }
-    let class = settings().hosts.classify(Some(url));
+    let hosts = &settings().hosts;
+    let class = hosts.classify(Some(url));
     assert!(!class.reference(MatchMode::Kql) || class.reference(MatchMode::Normalized));
-    assert_eq!(settings().hosts.is_relevant(url), class.kql_reference || class.host.is_some());
+    // relevant: a telemetry row, or a look-alike's for the detectors
+    let relevant = hosts.is_relevant(url);
+    assert_eq!(relevant, class.kql_reference || class.host.is_some() || class.lookalike.is_some());
+    // the page search may send more values to that test, never fewer
+    assert!(!relevant || hosts.prefilter().may_match(url.as_bytes()), "the prefilter drops {url:?}");
 }
 
 pub fn json_lines(data: &[u8]) {
