@@ -116,12 +116,7 @@ impl<T: Copy> ByKey<T> {
     /// Takes up a batch: what the keys meant stays if its dictionary is the one before.
     fn start(&mut self, batch: &Columns) {
         let dictionary = batch.dictionary(self.column);
-        let same = match (dictionary, &self.dictionary) {
-            (Some(new), Some(old)) => std::sync::Arc::ptr_eq(new, old),
-            (None, None) => true,
-            _ => false,
-        };
-        if !same {
+        if !crate::hunt::aggregate::same_dictionary(&self.dictionary, dictionary) {
             self.dictionary = dictionary.cloned();
             self.by_key.clear();
             self.by_key.resize(dictionary.map_or(0, |values| values.len()), None);

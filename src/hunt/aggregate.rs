@@ -554,7 +554,7 @@ struct Keyed {
 }
 
 /// Whether `column` is keyed into `dictionary` (both absent counts: an unkeyed column).
-fn same_dictionary(known: &Option<ArrayRef>, column: Option<&ArrayRef>) -> bool {
+pub(crate) fn same_dictionary(known: &Option<ArrayRef>, column: Option<&ArrayRef>) -> bool {
     match (known, column) {
         (Some(known), Some(column)) => Arc::ptr_eq(known, column),
         (None, None) => true,

@@ -9,10 +9,11 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{Date32Builder, Float64Builder, Int64Builder};
+use arrow_array::types::{Date32Type, Float64Type, Int64Type};
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_buffer::{NullBufferBuilder, OffsetBuffer};
 
+use super::table::primitive_column;
 use super::tables::{FINDINGS, FINDINGS_COLUMNS};
 use super::{ColumnType, Table};
 use crate::detect::{Finding, FindingCell, FINDING_CELLS};
@@ -104,40 +105,31 @@ pub fn batch(rows: &[Row<'_>]) -> Result<RecordBatch, String> {
                 }
                 column.finish()?
             }
-            ColumnType::Int => {
-                let mut b = Int64Builder::with_capacity(rows.len());
-                for cell in cells {
-                    match cell {
-                        FindingCell::Int(v) => b.append_value(*v),
-                        FindingCell::Null => b.append_null(),
-                        other => return Err(wrong(other)),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            ColumnType::Float => {
-                let mut b = Float64Builder::with_capacity(rows.len());
-                for cell in cells {
-                    match cell {
-                        FindingCell::Float(v) => b.append_option(*v),
-                        FindingCell::Int(v) => b.append_value(*v as f64),
-                        FindingCell::Null => b.append_null(),
-                        other => return Err(wrong(other)),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            ColumnType::Day => {
-                let mut b = Date32Builder::with_capacity(rows.len());
-                for cell in cells {
-                    match cell {
-                        FindingCell::Day(d) => b.append_value(d.0),
-                        FindingCell::Null => b.append_null(),
-                        other => return Err(wrong(other)),
-                    }
-                }
-                Arc::new(b.finish())
-            }
+            ColumnType::Int => Arc::new(
+                primitive_column::<Int64Type, _>(cells, |cell| match cell {
+                    FindingCell::Int(v) => Ok(Some(*v)),
+                    FindingCell::Null => Ok(None),
+                    other => Err(other),
+                })
+                .map_err(wrong)?,
+            ),
+            ColumnType::Float => Arc::new(
+                primitive_column::<Float64Type, _>(cells, |cell| match cell {
+                    FindingCell::Float(v) => Ok(*v),
+                    FindingCell::Int(v) => Ok(Some(*v as f64)),
+                    FindingCell::Null => Ok(None),
+                    other => Err(other),
+                })
+                .map_err(wrong)?,
+            ),
+            ColumnType::Day => Arc::new(
+                primitive_column::<Date32Type, _>(cells, |cell| match cell {
+                    FindingCell::Day(d) => Ok(Some(d.0)),
+                    FindingCell::Null => Ok(None),
+                    other => Err(other),
+                })
+                .map_err(wrong)?,
+            ),
             ColumnType::Bool | ColumnType::Time => return Err(format!("column `{name}`: no finding cell is a {ty:?}")),
         };
         arrays.push(array);

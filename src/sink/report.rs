@@ -352,7 +352,8 @@ fn latest_run(results: &Results) -> Result<Option<Map<String, Value>>, SinkError
     };
     let paths: Vec<String> = results.store.list(&prefix)?.into_iter().filter(|p| p.ends_with(".jsonl")).collect();
     let Some(last_second) = paths.iter().map(|p| second(p)).max() else { return Ok(None) };
-    let mut latest: Option<(String, String, Map<String, Value>)> = None;
+    // (StartedAt, file name) of the latest so far, and its record
+    let mut latest: Option<((String, String), Map<String, Value>)> = None;
     for path in paths.iter().filter(|p| second(p) == last_second) {
         let Some(bytes) = results.store.get(path)? else { continue };
         let text = String::from_utf8_lossy(&bytes);
@@ -362,11 +363,11 @@ fn latest_run(results: &Results) -> Result<Option<Map<String, Value>>, SinkError
         };
         let started = record.get("StartedAt").and_then(Value::as_str).unwrap_or("").to_string();
         let key = (started, name(path));
-        if latest.as_ref().is_none_or(|(s, n, _)| key > (s.clone(), n.clone())) {
-            latest = Some((key.0, key.1, record));
+        if latest.as_ref().is_none_or(|(latest_key, _)| key > *latest_key) {
+            latest = Some((key, record));
         }
     }
-    Ok(latest.map(|(_, _, record)| record))
+    Ok(latest.map(|(_, record)| record))
 }
 
 const PALETTE: [&str; 10] =

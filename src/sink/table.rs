@@ -4,12 +4,10 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{
-    BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
-};
+use arrow_array::builder::{BooleanBuilder, PrimitiveBuilder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, PrimitiveArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde_json::{Map, Value};
 
@@ -194,29 +192,23 @@ impl Table {
                     }
                     Arc::new(b.finish())
                 }
-                ColumnType::Int => {
-                    let mut b = Int64Builder::new();
-                    for c in cells {
-                        match c {
-                            Cell::Int(v) => b.append_value(*v),
-                            Cell::Null => b.append_null(),
-                            other => return Err(wrong(other)),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
-                ColumnType::Float => {
-                    let mut b = Float64Builder::new();
-                    for c in cells {
-                        match c {
-                            Cell::Float(v) => b.append_value(*v),
-                            Cell::Int(v) => b.append_value(*v as f64),
-                            Cell::Null => b.append_null(),
-                            other => return Err(wrong(other)),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
+                ColumnType::Int => Arc::new(
+                    primitive_column::<Int64Type, _>(cells, |c| match c {
+                        Cell::Int(v) => Ok(Some(*v)),
+                        Cell::Null => Ok(None),
+                        other => Err(other),
+                    })
+                    .map_err(wrong)?,
+                ),
+                ColumnType::Float => Arc::new(
+                    primitive_column::<Float64Type, _>(cells, |c| match c {
+                        Cell::Float(v) => Ok(Some(*v)),
+                        Cell::Int(v) => Ok(Some(*v as f64)),
+                        Cell::Null => Ok(None),
+                        other => Err(other),
+                    })
+                    .map_err(wrong)?,
+                ),
                 ColumnType::Bool => {
                     let mut b = BooleanBuilder::new();
                     for c in cells {
@@ -228,28 +220,23 @@ impl Table {
                     }
                     Arc::new(b.finish())
                 }
-                ColumnType::Day => {
-                    let mut b = Date32Builder::new();
-                    for c in cells {
-                        match c {
-                            Cell::Day(d) => b.append_value(d.0),
-                            Cell::Null => b.append_null(),
-                            other => return Err(wrong(other)),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
-                ColumnType::Time => {
-                    let mut b = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-                    for c in cells {
-                        match c {
-                            Cell::Time(t) => b.append_value(*t),
-                            Cell::Null => b.append_null(),
-                            other => return Err(wrong(other)),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
+                ColumnType::Day => Arc::new(
+                    primitive_column::<Date32Type, _>(cells, |c| match c {
+                        Cell::Day(d) => Ok(Some(d.0)),
+                        Cell::Null => Ok(None),
+                        other => Err(other),
+                    })
+                    .map_err(wrong)?,
+                ),
+                ColumnType::Time => Arc::new(
+                    primitive_column::<TimestampMicrosecondType, _>(cells, |c| match c {
+                        Cell::Time(t) => Ok(Some(*t)),
+                        Cell::Null => Ok(None),
+                        other => Err(other),
+                    })
+                    .map_err(wrong)?
+                    .with_timezone("UTC"),
+                ),
             };
             arrays.push(array);
         }
@@ -336,6 +323,19 @@ impl Table {
             out.extend_from_slice(b"}\n");
         }
     }
+}
+
+/// A primitive column of `cells`: `value` gives a cell's value (`None` for a null), or hands
+/// the cell back when the column cannot hold it.
+pub fn primitive_column<T: ArrowPrimitiveType, C>(
+    cells: impl ExactSizeIterator<Item = C>,
+    value: impl Fn(C) -> Result<Option<T::Native>, C>,
+) -> Result<PrimitiveArray<T>, C> {
+    let mut builder = PrimitiveBuilder::<T>::with_capacity(cells.len());
+    for cell in cells {
+        builder.append_option(value(cell)?);
+    }
+    Ok(builder.finish())
 }
 
 /// A record batch read back as a table's columns: in the table's order and types (a column the

@@ -125,6 +125,17 @@ impl ScanStats {
             false
         }
     }
+
+    /// Takes back a row counted in its day (by its time, in the window) that turned out to be
+    /// a reject.
+    pub fn uncount_day(&mut self, day: Day) {
+        if let Some(rows) = self.rows_per_day.get_mut(&day) {
+            *rows -= 1;
+            if *rows == 0 {
+                self.rows_per_day.remove(&day);
+            }
+        }
+    }
 }
 
 /// Row counts per day for one batch: a batch spans a day or two, so the run's per-day map is

@@ -590,20 +590,25 @@ impl ParquetUnit {
     /// The (offset, length) of every column chunk a scan of this unit reads, and nothing else:
     /// what a fetch of the unit must bring into memory.
     pub fn chunk_ranges(&self, options: &ScanOptions) -> Vec<(u64, u64)> {
-        let Projection { filter_columns, output_columns } = self.projection(options);
+        let reads = self.reads_root(options);
         let parquet_meta = self.metadata.metadata();
         let schema_descr = parquet_meta.file_metadata().schema_descr();
         let mut ranges = Vec::new();
         for &group in &self.row_groups {
             let row_group = parquet_meta.row_group(group);
             for leaf in 0..schema_descr.num_columns() {
-                let root = schema_descr.get_column_root_idx(leaf);
-                if filter_columns.contains(&root) || output_columns.contains(&root) {
+                if reads(schema_descr.get_column_root_idx(leaf)) {
                     ranges.push(row_group.column(leaf).byte_range());
                 }
             }
         }
         ranges
+    }
+
+    /// Whether the scan reads the column of this root (a filter or an output column).
+    fn reads_root(&self, options: &ScanOptions) -> impl Fn(usize) -> bool {
+        let Projection { filter_columns, output_columns } = self.projection(options);
+        move |root| filter_columns.contains(&root) || output_columns.contains(&root)
     }
 
     /// Scans the unit's local file.
@@ -631,10 +636,7 @@ impl ParquetUnit {
                 self.scan_paged(chunks, options, sink, plan)
             }
             None => {
-                let Projection { filter_columns, output_columns } = self.projection(options);
-                self.check_dictionary_pages(&chunks, |root| {
-                    filter_columns.contains(&root) || output_columns.contains(&root)
-                })?;
+                self.check_dictionary_pages(&chunks, self.reads_root(options))?;
                 self.scan_filtered(chunks, options, sink, true)
             }
         }));
@@ -789,13 +791,7 @@ impl ParquetUnit {
         let ports = super::canonical::drop_bad_ports(&mut named, &mut micros).map_err(|m| parquet_error(path, m))?;
         for (port, at) in ports {
             // counted in its day when its time was read; a reject instead
-            let day = crate::time::Day::of_micros(at);
-            if let Some(rows) = stats.rows_per_day.get_mut(&day) {
-                *rows -= 1;
-                if *rows == 0 {
-                    stats.rows_per_day.remove(&day);
-                }
-            }
+            stats.uncount_day(crate::time::Day::of_micros(at));
             let sample =
                 || format!("{} row group {}: RemotePort {port} is not a port", path.display(), self.row_groups[0]);
             stats.rejects.add(super::canonical::PORT_REJECTED, sample, options.reject_samples);
@@ -1349,13 +1345,12 @@ mod tests {
             assert!(!units.is_empty(), "{name}");
             let (mut kept, mut rejected, mut missing, mut keyed) = (0, 0, 0, false);
             for ((paged, paged_stats), (filtered, filtered_stats)) in units {
-                let concat = concat_canonical;
-                assert_eq!(concat(&paged), concat(&filtered), "{name}");
+                assert_eq!(concat_canonical(&paged), concat_canonical(&filtered), "{name}");
                 assert_eq!(paged_stats, filtered_stats, "{name}");
                 let s = &paged_stats;
                 let accounted = s.rows_per_day.values().sum::<u64>() + s.rows_outside_window + s.rejects.total();
                 assert_eq!(s.rows_scanned, accounted, "{name}: each row in a day, outside the window or rejected");
-                kept += concat(&paged).num_rows();
+                kept += concat_canonical(&paged).num_rows();
                 keyed |= paged
                     .iter()
                     .any(|b| matches!(b.column(crate::schema::col::DEVICE_ID).data_type(), DataType::Dictionary(_, _)));
